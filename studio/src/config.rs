@@ -1,0 +1,181 @@
+//! connect-client's configuration: every `CONNECT_CLIENT_*` variable, parsed
+//! once into [`Config`].
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `CONNECT_CLIENT_SSH_KEY_FINGERPRINT` | required | the proxy key's `SHA256:` fingerprint; the only key accepted |
+//! | `CONNECT_CLIENT_SSH_ADDR` | `0.0.0.0:2223` | where the SSH server listens (`:PORT` or `IP:PORT`) |
+//! | `CONNECT_CLIENT_HOST_KEY_PATH` | generated | OpenSSH private host key; else a fresh ed25519 key |
+//! | `CONNECT_CLIENT_KEEPALIVE_INTERVAL` | `30s` | send a keepalive after this much silence; `0` disables |
+//! | `CONNECT_CLIENT_KEEPALIVE_MAX` | `3` | unanswered keepalives before the connection is dropped |
+//! | `CONNECT_CLIENT_IDLE_TIMEOUT` | `0` (off) | drop a connection after this long without traffic |
+//! | `CONNECT_CLIENT_MAX_CHANNELS` | `64` | channels one connection may hold open |
+//! | `CONNECT_CLIENT_LOG_LEVEL` | `info` | off, error, warn, info, debug, trace |
+//!
+//! `TOWER_DATA_STUDIO_CONNECT_SSH_KEY_FINGERPRINT`, the platform's name for
+//! the same fingerprint, is accepted when `CONNECT_CLIENT_SSH_KEY_FINGERPRINT`
+//! is unset, so a Studio image can be handed the platform's variable as is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use model::Fingerprint;
+use model::env::{ConfigError, Env, Source};
+use model::logging::LogLevel;
+
+pub const FINGERPRINT_VAR: &str = "CONNECT_CLIENT_SSH_KEY_FINGERPRINT";
+const PLATFORM_FINGERPRINT_VAR: &str = "TOWER_DATA_STUDIO_CONNECT_SSH_KEY_FINGERPRINT";
+
+/// Everything connect-client needs to start, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ssh_addr: SocketAddr,
+    /// Invariant: the only client key the server accepts.
+    pub proxy_fingerprint: Fingerprint,
+    pub host_key_path: Option<PathBuf>,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_max: usize,
+    pub idle_timeout: Option<Duration>,
+    pub max_channels: usize,
+    pub log_level: LogLevel,
+}
+
+impl Config {
+    pub fn from_env(source: impl Source) -> Result<Self, ConfigError> {
+        let env = Env::new(source);
+
+        let (var, raw) = match env.non_empty(FINGERPRINT_VAR) {
+            Some(v) => (FINGERPRINT_VAR, v),
+            None => match env.non_empty(PLATFORM_FINGERPRINT_VAR) {
+                Some(v) => (PLATFORM_FINGERPRINT_VAR, v),
+                None => {
+                    return Err(ConfigError::new(
+                        FINGERPRINT_VAR,
+                        "is required: the SHA256 fingerprint of the connect-proxy key \
+                         (`ssh-keygen -lf proxy-key`), e.g. SHA256:NEu6MAPGJpImFJ3raQzv6+NubCPy/92hqR+CVyMjKvM",
+                    ));
+                }
+            },
+        };
+        let proxy_fingerprint = raw
+            .trim()
+            .parse::<Fingerprint>()
+            .map_err(|e| ConfigError::new(var, format!("invalid fingerprint {raw:?}: {e}")))?;
+
+        let keepalive_interval = env
+            .duration("CONNECT_CLIENT_KEEPALIVE_INTERVAL")?
+            .unwrap_or(Duration::from_secs(30));
+        let keepalive_max = env
+            .parse::<usize>("CONNECT_CLIENT_KEEPALIVE_MAX")?
+            .unwrap_or(3);
+        if keepalive_max == 0 {
+            return Err(ConfigError::new(
+                "CONNECT_CLIENT_KEEPALIVE_MAX",
+                "must be at least 1",
+            ));
+        }
+        let idle_timeout = env
+            .duration("CONNECT_CLIENT_IDLE_TIMEOUT")?
+            .unwrap_or(Duration::ZERO);
+        let max_channels = env
+            .parse::<usize>("CONNECT_CLIENT_MAX_CHANNELS")?
+            .unwrap_or(64);
+        if max_channels < 1 {
+            return Err(ConfigError::new(
+                "CONNECT_CLIENT_MAX_CHANNELS",
+                "must be at least 1",
+            ));
+        }
+
+        Ok(Self {
+            ssh_addr: env
+                .listen_addr("CONNECT_CLIENT_SSH_ADDR")?
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 2223))),
+            proxy_fingerprint,
+            host_key_path: env
+                .non_empty("CONNECT_CLIENT_HOST_KEY_PATH")
+                .map(PathBuf::from),
+            keepalive_interval: non_zero(keepalive_interval),
+            keepalive_max,
+            idle_timeout: non_zero(idle_timeout),
+            max_channels,
+            log_level: env
+                .parse::<LogLevel>("CONNECT_CLIENT_LOG_LEVEL")?
+                .unwrap_or(LogLevel::Info),
+        })
+    }
+}
+
+fn non_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const FP: &str = "SHA256:NEu6MAPGJpImFJ3raQzv6+NubCPy/92hqR+CVyMjKvM";
+
+    fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        Config::from_env(pairs.iter().copied().collect::<HashMap<_, _>>())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[(FINGERPRINT_VAR, FP)]).expect("valid");
+        assert_eq!(c.ssh_addr, "0.0.0.0:2223".parse().expect("addr"));
+        assert_eq!(c.proxy_fingerprint.to_string(), FP);
+        assert_eq!(c.keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn missing_fingerprint_names_the_variable() {
+        let err = config(&[]).unwrap_err();
+        assert_eq!(err.var, FINGERPRINT_VAR);
+    }
+
+    #[test]
+    fn malformed_fingerprint_names_the_variable() {
+        let err = config(&[(FINGERPRINT_VAR, "MD5:aa:bb")]).unwrap_err();
+        assert_eq!(err.var, FINGERPRINT_VAR);
+        let err = config(&[(PLATFORM_FINGERPRINT_VAR, "SHA256:short")]).unwrap_err();
+        assert_eq!(err.var, PLATFORM_FINGERPRINT_VAR);
+    }
+
+    #[test]
+    fn platform_variable_is_a_fallback() {
+        let c = config(&[(PLATFORM_FINGERPRINT_VAR, FP)]).expect("valid");
+        assert_eq!(c.proxy_fingerprint.to_string(), FP);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("CONNECT_CLIENT_SSH_ADDR", "studio:2223"),
+            ("CONNECT_CLIENT_KEEPALIVE_INTERVAL", "often"),
+            ("CONNECT_CLIENT_KEEPALIVE_MAX", "0"),
+            ("CONNECT_CLIENT_IDLE_TIMEOUT", "-1s"),
+            ("CONNECT_CLIENT_MAX_CHANNELS", "many"),
+            ("CONNECT_CLIENT_LOG_LEVEL", "verbose"),
+        ] {
+            let err = config(&[(FINGERPRINT_VAR, FP), (var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn zero_disables_timers() {
+        let c = config(&[
+            (FINGERPRINT_VAR, FP),
+            ("CONNECT_CLIENT_KEEPALIVE_INTERVAL", "0"),
+            ("CONNECT_CLIENT_IDLE_TIMEOUT", "10m"),
+        ])
+        .expect("valid");
+        assert_eq!(c.keepalive_interval, None);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(600)));
+    }
+}

@@ -1,0 +1,298 @@
+//! The russh handler for one connection. It stays thin: each callback
+//! decides, replies, and hands the work to the module that owns it
+//! ([`auth`](crate::auth), [`session`](crate::session),
+//! [`forward`](crate::forward)).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty};
+use tracing::{debug, info};
+
+use crate::error::SessionError;
+use crate::forward::{self, Forwards};
+use crate::process::PtyRequest;
+use crate::server::Shared;
+use crate::session::{SessionSetup, StartRequest};
+
+/// One client connection's state.
+pub struct Connection {
+    shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
+    /// `SSH_CONNECTION` and friends for this connection's processes.
+    env: Vec<(OsString, OsString)>,
+    sessions: HashMap<ChannelId, SessionSetup>,
+    /// Invariant: the client-opened channels not yet closed; its size is
+    /// what `max_channels` limits.
+    open: HashSet<ChannelId>,
+    forwards: Forwards,
+}
+
+impl Connection {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: std::net::SocketAddr,
+        env: Vec<(OsString, OsString)>,
+    ) -> Self {
+        Self {
+            shared,
+            peer,
+            env,
+            sessions: HashMap::new(),
+            open: HashSet::new(),
+            forwards: Forwards::default(),
+        }
+    }
+
+    fn refuse() -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+            partial_success: false,
+        }
+    }
+
+    fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
+        crate::auth::check(&self.shared.proxy_fingerprint, user, self.peer, key)
+    }
+
+    /// Counts a new client channel; false (and a refusal) past the limit.
+    fn admit(&mut self, channel: &Channel<Msg>) -> bool {
+        if self.open.len() >= self.shared.max_channels {
+            info!(
+                limit = self.shared.max_channels,
+                "channel refused: too many open channels"
+            );
+            return false;
+        }
+        self.open.insert(channel.id());
+        true
+    }
+
+    fn reply(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), SessionError> {
+        if ok {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        channel: ChannelId,
+        req: StartRequest<'_>,
+        session: &mut Session,
+    ) -> Result<(), SessionError> {
+        let handle = session.handle();
+        let ok = match self.sessions.get_mut(&channel) {
+            Some(setup) => setup.start(req, &self.shared, &self.env, &handle),
+            None => false,
+        };
+        Self::reply(session, channel, ok)
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = SessionError;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Self::refuse())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Decide on the offer so a wrong key is refused without a signature
+        // round trip; only a refusal is logged here, the acceptance is
+        // logged once the signature has been verified.
+        if crate::auth::matches(&self.shared.proxy_fingerprint, offer.public_key) {
+            Ok(Auth::Accept)
+        } else {
+            self.key_allowed(user, offer.public_key);
+            Ok(Self::refuse())
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.key_allowed(user, key.public_key) {
+            Ok(Auth::Accept)
+        } else {
+            Ok(Self::refuse())
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !self.admit(&channel) {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let id = channel.id();
+        let setup = SessionSetup::open(channel, self.shared.clone(), session.handle());
+        self.sessions.insert(id, setup);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !self.admit(&channel) {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        debug!(
+            host = host_to_connect,
+            port = port_to_connect,
+            "direct-tcpip"
+        );
+        forward::direct_tcpip(channel, host_to_connect.to_owned(), port_to_connect, reply);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.open.remove(&channel);
+        self.sessions.remove(&channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = self
+            .sessions
+            .get_mut(&channel)
+            .is_some_and(|s| s.pty(PtyRequest::new(term, col_width, row_height)));
+        Self::reply(session, channel, ok)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = self
+            .sessions
+            .get_mut(&channel)
+            .is_some_and(|s| s.env(variable_name, variable_value));
+        Self::reply(session, channel, ok)
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self
+            .sessions
+            .get_mut(&channel)
+            .is_some_and(SessionSetup::agent))
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, StartRequest::Shell, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, StartRequest::Exec(data), session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, StartRequest::Subsystem(name), session)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // After the start the channel task applies it; before, the setup
+        // remembers it.
+        if let Some(setup) = self.sessions.get_mut(&channel) {
+            setup.window_change(col_width, row_height);
+        }
+        Self::reply(session, channel, true)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Self::reply(session, channel, false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.forwards.add(address, port, session.handle()).await)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.forwards.cancel(address, port))
+    }
+}

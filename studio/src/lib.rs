@@ -1,0 +1,48 @@
+//! connect-client: the SSH server inside every Studio container.
+//!
+//! It accepts exactly one client key, the connect-proxy's (pinned by its
+//! SHA256 fingerprint), and gives the proxy everything a user's `ssh` asks
+//! for: shells with a real pty, commands, the built-in SFTP subsystem,
+//! port forwarding both ways and agent forwarding.
+//!
+//! Layout, in the order a connection meets it:
+//! - [`config`]: the `CONNECT_CLIENT_*` variables;
+//! - [`hostkey`]: the Studio's host key, loaded or generated;
+//! - [`server`]: the listener and russh configuration;
+//! - [`handler`]: the thin russh handler of one connection;
+//! - [`auth`]: the fingerprint rule and its log line;
+//! - [`session`]: session channels up to the moment something starts;
+//! - [`process`]: a running shell or command and its pty or pipes;
+//! - [`sftp`]: the SFTP subsystem over the container's filesystem;
+//! - [`forward`]: `direct-tcpip` and `tcpip-forward`;
+//! - [`agent`]: the forwarded agent's socket;
+//! - [`relay`]: one channel to one byte stream, both ways;
+//! - [`account`]: the container user commands run as;
+//! - [`error`]: what can go wrong, by whose fault.
+#![forbid(unsafe_code)]
+
+pub mod account;
+pub mod agent;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod handler;
+pub mod hostkey;
+pub mod process;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod sftp;
+
+pub use config::Config;
+pub use error::Error;
+
+/// Loads the host key, binds and serves until failure.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let host_key = match &config.host_key_path {
+        Some(path) => hostkey::load(path)?,
+        None => hostkey::generate()?,
+    };
+    server::Server::bind(&config, host_key).await?.run().await
+}
