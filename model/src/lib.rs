@@ -9,19 +9,30 @@
 //! - [`login`]: the SSH login `alice@01ac8894`, split at the last `@`;
 //! - [`fingerprint`]: SSH key fingerprints as `ssh-keygen -lf` prints them;
 //! - [`env`](mod@env): typed reading of configuration variables, errors naming them;
-//! - [`logging`]: the one-JSON-object-per-line log format all programs share.
+//! - [`logging`]: the one-JSON-object-per-line log format all programs share;
+//! - [`access`]: the SSH switch and workspace allowlist;
+//! - [`state`]: the routing state, its changes and the watch stream's lines;
+//! - [`secret`]: tokens that never reach logs;
+//! - [`endpoint`]: a Studio's `host:port`.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod endpoint;
 pub mod env;
 pub mod fingerprint;
 pub mod logging;
 pub mod login;
+pub mod secret;
 pub mod session_id;
+pub mod state;
 pub mod user;
 pub mod workspace;
 
+pub use access::SshAccess;
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use login::{Login, LoginError};
+pub use secret::Secret;
 pub use session_id::{SessionId, SessionIdError};
+pub use state::{Change, Revision, Session, SessionState, State, WatchLine};
 pub use user::{UserName, UserNameError};
 pub use workspace::{WorkspaceId, WorkspaceIdError};

@@ -11,14 +11,17 @@ use tracing::{info, warn};
 
 /// Whether `key` is the proxy key, without logging (for the signature-less
 /// probe; the decision is logged once, by [`check`] or on refusal).
-pub fn matches(expected: &Fingerprint, key: &PublicKey) -> bool {
+pub fn matches(expected: Option<Fingerprint>, key: &PublicKey) -> bool {
+    let Some(expected) = expected else {
+        return false;
+    };
     key.to_bytes()
-        .is_ok_and(|blob| Fingerprint::of_key_blob(&blob) == *expected)
+        .is_ok_and(|blob| Fingerprint::of_key_blob(&blob) == expected)
 }
 
 /// Whether `key` is the proxy key; logs the decision.
 pub fn check(
-    expected: &Fingerprint,
+    expected: Option<Fingerprint>,
     user: &str,
     peer: std::net::SocketAddr,
     key: &PublicKey,
@@ -28,7 +31,10 @@ pub fn check(
         return false;
     };
     let incoming = Fingerprint::of_key_blob(&blob);
-    let authorized = incoming == *expected;
+    let authorized = expected == Some(incoming);
+    let expected = expected
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "none (not registered yet)".into());
     info!(
         authorized,
         expected = %expected,

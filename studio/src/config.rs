@@ -11,6 +11,14 @@
 //! | `CONNECT_CLIENT_IDLE_TIMEOUT` | `0` (off) | drop a connection after this long without traffic |
 //! | `CONNECT_CLIENT_MAX_CHANNELS` | `64` | channels one connection may hold open |
 //! | `CONNECT_CLIENT_LOG_LEVEL` | `info` | off, error, warn, info, debug, trace |
+//! | `CONNECT_CLIENT_CONTROL_URL` | unset | connect-control's `http://` URL; set to register and heartbeat |
+//! | `CONNECT_CLIENT_SESSION_ID` | required with a control URL | this Studio's session id |
+//! | `CONNECT_CLIENT_TOKEN` | required with a control URL | the session's registration token |
+//! | `CONNECT_CLIENT_ADVERTISE_ADDR` | the listen address | `host:port` the proxy dials; required when listening on all interfaces |
+//!
+//! With a control URL the fingerprint comes from registration, so
+//! `CONNECT_CLIENT_SSH_KEY_FINGERPRINT` is optional (until the first
+//! registration succeeds, no key is accepted unless it is set).
 //!
 //! `TOWER_DATA_STUDIO_CONNECT_SSH_KEY_FINGERPRINT`, the platform's name for
 //! the same fingerprint, is accepted when `CONNECT_CLIENT_SSH_KEY_FINGERPRINT`
@@ -20,9 +28,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use model::Fingerprint;
 use model::env::{ConfigError, Env, Source};
 use model::logging::LogLevel;
+use model::{Fingerprint, Secret, SessionId};
 
 pub const FINGERPRINT_VAR: &str = "CONNECT_CLIENT_SSH_KEY_FINGERPRINT";
 const PLATFORM_FINGERPRINT_VAR: &str = "TOWER_DATA_STUDIO_CONNECT_SSH_KEY_FINGERPRINT";
@@ -31,37 +39,59 @@ const PLATFORM_FINGERPRINT_VAR: &str = "TOWER_DATA_STUDIO_CONNECT_SSH_KEY_FINGER
 #[derive(Debug, Clone)]
 pub struct Config {
     pub ssh_addr: SocketAddr,
-    /// Invariant: the only client key the server accepts.
-    pub proxy_fingerprint: Fingerprint,
+    /// The only client key the server accepts, until registration says
+    /// otherwise. Invariant: `Some` unless `registration` is.
+    pub proxy_fingerprint: Option<Fingerprint>,
     pub host_key_path: Option<PathBuf>,
     pub keepalive_interval: Option<Duration>,
     pub keepalive_max: usize,
     pub idle_timeout: Option<Duration>,
     pub max_channels: usize,
     pub log_level: LogLevel,
+    pub registration: Option<Registration>,
+}
+
+/// How to register with the control plane.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// `http://host:port`, without a trailing slash.
+    pub control_url: String,
+    pub session: SessionId,
+    pub token: Secret,
+    /// `host:port` the proxy dials.
+    pub advertise: String,
 }
 
 impl Config {
     pub fn from_env(source: impl Source) -> Result<Self, ConfigError> {
         let env = Env::new(source);
+        let ssh_addr = env
+            .listen_addr("CONNECT_CLIENT_SSH_ADDR")?
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 2223)));
+        let registration = registration(&env, ssh_addr)?;
 
-        let (var, raw) = match env.non_empty(FINGERPRINT_VAR) {
-            Some(v) => (FINGERPRINT_VAR, v),
-            None => match env.non_empty(PLATFORM_FINGERPRINT_VAR) {
-                Some(v) => (PLATFORM_FINGERPRINT_VAR, v),
-                None => {
-                    return Err(ConfigError::new(
-                        FINGERPRINT_VAR,
-                        "is required: the SHA256 fingerprint of the connect-proxy key \
-                         (`ssh-keygen -lf proxy-key`), e.g. SHA256:NEu6MAPGJpImFJ3raQzv6+NubCPy/92hqR+CVyMjKvM",
-                    ));
-                }
-            },
+        let proxy_fingerprint = match env.non_empty(FINGERPRINT_VAR) {
+            Some(v) => Some((FINGERPRINT_VAR, v)),
+            None => env
+                .non_empty(PLATFORM_FINGERPRINT_VAR)
+                .map(|v| (PLATFORM_FINGERPRINT_VAR, v)),
         };
-        let proxy_fingerprint = raw
-            .trim()
-            .parse::<Fingerprint>()
-            .map_err(|e| ConfigError::new(var, format!("invalid fingerprint {raw:?}: {e}")))?;
+        let proxy_fingerprint = match proxy_fingerprint {
+            Some((var, raw)) => {
+                Some(raw.trim().parse::<Fingerprint>().map_err(|e| {
+                    ConfigError::new(var, format!("invalid fingerprint {raw:?}: {e}"))
+                })?)
+            }
+            None if registration.is_some() => None,
+            None => {
+                return Err(ConfigError::new(
+                    FINGERPRINT_VAR,
+                    "is required (or CONNECT_CLIENT_CONTROL_URL to get it by registration): the SHA256 \
+                     fingerprint of the connect-proxy key (`ssh-keygen -lf proxy-key`), e.g. \
+                     SHA256:NEu6MAPGJpImFJ3raQzv6+NubCPy/92hqR+CVyMjKvM",
+                ));
+            }
+        };
 
         let keepalive_interval = env
             .duration("CONNECT_CLIENT_KEEPALIVE_INTERVAL")?
@@ -89,9 +119,7 @@ impl Config {
         }
 
         Ok(Self {
-            ssh_addr: env
-                .listen_addr("CONNECT_CLIENT_SSH_ADDR")?
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 2223))),
+            ssh_addr,
             proxy_fingerprint,
             host_key_path: env
                 .non_empty("CONNECT_CLIENT_HOST_KEY_PATH")
@@ -103,8 +131,61 @@ impl Config {
             log_level: env
                 .parse::<LogLevel>("CONNECT_CLIENT_LOG_LEVEL")?
                 .unwrap_or(LogLevel::Info),
+            registration,
         })
     }
+}
+
+fn registration<S: Source>(
+    env: &Env<S>,
+    ssh_addr: SocketAddr,
+) -> Result<Option<Registration>, ConfigError> {
+    let url_var = "CONNECT_CLIENT_CONTROL_URL";
+    let Some(url) = env.non_empty(url_var) else {
+        return Ok(None);
+    };
+    let url = url.trim().trim_end_matches('/').to_owned();
+    if url.starts_with("https://") {
+        return Err(ConfigError::new(
+            url_var,
+            "https is not supported by this build; reach connect-control over http inside the cluster",
+        ));
+    }
+    if !url.starts_with("http://") || url.len() <= "http://".len() {
+        return Err(ConfigError::new(
+            url_var,
+            format!("{url:?} is not an http:// URL"),
+        ));
+    }
+    let session = env
+        .parse::<SessionId>("CONNECT_CLIENT_SESSION_ID")?
+        .ok_or_else(|| {
+            ConfigError::new(
+                "CONNECT_CLIENT_SESSION_ID",
+                "is required with CONNECT_CLIENT_CONTROL_URL",
+            )
+        })?;
+    let token = Secret::new(env.required("CONNECT_CLIENT_TOKEN")?.trim().to_owned());
+    let advertise_var = "CONNECT_CLIENT_ADVERTISE_ADDR";
+    let advertise = match env.non_empty(advertise_var) {
+        Some(a) => model::endpoint::parse(&a).map_err(|e| ConfigError::new(advertise_var, e))?,
+        None if ssh_addr.ip().is_unspecified() => {
+            return Err(ConfigError::new(
+                advertise_var,
+                format!(
+                    "is required when CONNECT_CLIENT_SSH_ADDR listens on all interfaces ({ssh_addr}): \
+                     the proxy needs an address it can reach"
+                ),
+            ));
+        }
+        None => ssh_addr.to_string(),
+    };
+    Ok(Some(Registration {
+        control_url: url,
+        session,
+        token,
+        advertise,
+    }))
 }
 
 fn non_zero(d: Duration) -> Option<Duration> {
@@ -126,7 +207,10 @@ mod tests {
     fn defaults() {
         let c = config(&[(FINGERPRINT_VAR, FP)]).expect("valid");
         assert_eq!(c.ssh_addr, "0.0.0.0:2223".parse().expect("addr"));
-        assert_eq!(c.proxy_fingerprint.to_string(), FP);
+        assert_eq!(
+            c.proxy_fingerprint.map(|f| f.to_string()).as_deref(),
+            Some(FP)
+        );
         assert_eq!(c.keepalive_interval, Some(Duration::from_secs(30)));
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.log_level, LogLevel::Info);
@@ -149,7 +233,10 @@ mod tests {
     #[test]
     fn platform_variable_is_a_fallback() {
         let c = config(&[(PLATFORM_FINGERPRINT_VAR, FP)]).expect("valid");
-        assert_eq!(c.proxy_fingerprint.to_string(), FP);
+        assert_eq!(
+            c.proxy_fingerprint.map(|f| f.to_string()).as_deref(),
+            Some(FP)
+        );
     }
 
     #[test]
@@ -165,6 +252,47 @@ mod tests {
             let err = config(&[(FINGERPRINT_VAR, FP), (var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{err}");
         }
+    }
+
+    #[test]
+    fn registration_needs_session_token_and_a_reachable_address() {
+        let url = ("CONNECT_CLIENT_CONTROL_URL", "http://control:8080/");
+        let base = [
+            url,
+            ("CONNECT_CLIENT_SESSION_ID", "01ac8894"),
+            ("CONNECT_CLIENT_TOKEN", "t0k3n"),
+        ];
+        let err = config(&base).unwrap_err();
+        assert_eq!(
+            err.var, "CONNECT_CLIENT_ADVERTISE_ADDR",
+            "0.0.0.0 is not reachable: {err}"
+        );
+        let c = config(&[
+            base[0],
+            base[1],
+            base[2],
+            ("CONNECT_CLIENT_SSH_ADDR", "10.1.2.3:2223"),
+        ])
+        .expect("valid");
+        let r = c.registration.expect("registration");
+        assert_eq!(r.control_url, "http://control:8080");
+        assert_eq!(r.advertise, "10.1.2.3:2223");
+        assert!(c.proxy_fingerprint.is_none(), "comes from registration");
+        assert_eq!(config(&[url]).unwrap_err().var, "CONNECT_CLIENT_SESSION_ID");
+        assert_eq!(
+            config(&[url, base[1]]).unwrap_err().var,
+            "CONNECT_CLIENT_TOKEN"
+        );
+        let https = ("CONNECT_CLIENT_CONTROL_URL", "https://control");
+        assert_eq!(
+            config(&[https, base[1], base[2]]).unwrap_err().var,
+            "CONNECT_CLIENT_CONTROL_URL"
+        );
+        let bad = ("CONNECT_CLIENT_ADVERTISE_ADDR", "http://x:1");
+        assert_eq!(
+            config(&[url, base[1], base[2], bad]).unwrap_err().var,
+            "CONNECT_CLIENT_ADVERTISE_ADDR"
+        );
     }
 
     #[test]

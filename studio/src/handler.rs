@@ -55,7 +55,7 @@ impl Connection {
     }
 
     fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
-        crate::auth::check(&self.shared.proxy_fingerprint, user, self.peer, key)
+        crate::auth::check(self.shared.accepted(), user, self.peer, key)
     }
 
     /// Counts a new client channel; false (and a refusal) past the limit.
@@ -110,7 +110,7 @@ impl russh::server::Handler for Connection {
         // Decide on the offer so a wrong key is refused without a signature
         // round trip; only a refusal is logged here, the acceptance is
         // logged once the signature has been verified.
-        if crate::auth::matches(&self.shared.proxy_fingerprint, offer.public_key) {
+        if crate::auth::matches(self.shared.accepted(), offer.public_key) {
             Ok(Auth::Accept)
         } else {
             self.key_allowed(user, offer.public_key);

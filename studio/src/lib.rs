@@ -13,6 +13,7 @@
 //! - [`auth`]: the fingerprint rule and its log line;
 //! - [`session`]: session channels up to the moment something starts;
 //! - [`process`]: a running shell or command and its pty or pipes;
+//! - [`registration`]: registering with connect-control and heartbeating;
 //! - [`sftp`]: the SFTP subsystem over the container's filesystem;
 //! - [`forward`]: `direct-tcpip` and `tcpip-forward`;
 //! - [`agent`]: the forwarded agent's socket;
@@ -30,6 +31,7 @@ pub mod forward;
 pub mod handler;
 pub mod hostkey;
 pub mod process;
+pub mod registration;
 pub mod relay;
 pub mod server;
 pub mod session;
@@ -44,5 +46,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Some(path) => hostkey::load(path)?,
         None => hostkey::generate()?,
     };
-    server::Server::bind(&config, host_key).await?.run().await
+    let server = server::Server::bind(&config, host_key).await?;
+    if let Some(registration) = config.registration.clone() {
+        tokio::spawn(registration::run(
+            registration,
+            server.host_key_fingerprint(),
+            server.shared(),
+        ));
+    }
+    server.run().await
 }

@@ -15,8 +15,27 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const CHUNK: usize = 32 * 1024;
 
+/// What ends a relay when the stream side reaches EOF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Forwarded connections: send EOF and wait for the client to close.
+    AwaitClose,
+    /// A subsystem (the stream is its stdio): it exited, so report
+    /// `exit-status 0`, EOF and close, as sshd does for `sftp-server`.
+    ExitStatus,
+}
+
 /// Relays until both directions ended or either side closed.
 pub async fn relay<M, S>(channel: Channel<M>, stream: S)
+where
+    M: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    relay_until(channel, stream, StreamEnd::AwaitClose).await;
+}
+
+/// [`relay`], with the choice of what the stream's EOF means.
+pub async fn relay_until<M, S>(channel: Channel<M>, stream: S, end: StreamEnd)
 where
     M: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -44,12 +63,18 @@ where
     // the stream's EOF only ends its own direction.
     tokio::select! {
         () = &mut downstream => {}
-        () = &mut upstream => downstream.await,
+        () = &mut upstream => match end {
+            StreamEnd::AwaitClose => downstream.await,
+            StreamEnd::ExitStatus => {
+                let _ = tx.exit_status(0).await;
+            }
+        },
     }
     let _ = tx.close().await;
 }
 
-/// Stream bytes into the channel until EOF, then send the channel's EOF.
+/// Stream bytes into the channel until EOF, then send the channel's EOF
+/// (so on the wire: data, EOF, then `exit-status` if any, then close).
 async fn stream_to_channel<R, M>(from: &mut R, tx: &Arc<ChannelWriteHalf<M>>)
 where
     R: AsyncRead + Unpin,

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use model::Fingerprint;
@@ -20,9 +20,28 @@ use crate::handler::Connection;
 
 /// What every connection of this server shares.
 pub struct Shared {
-    pub proxy_fingerprint: Fingerprint,
+    /// The accepted proxy key; replaced when registration says so. `None`:
+    /// no key is accepted (registration pending).
+    pub proxy_fingerprint: RwLock<Option<Fingerprint>>,
     pub account: Account,
     pub max_channels: usize,
+}
+
+impl Shared {
+    /// The proxy key fingerprint currently accepted.
+    pub fn accepted(&self) -> Option<Fingerprint> {
+        *self
+            .proxy_fingerprint
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set_accepted(&self, fingerprint: Fingerprint) {
+        *self
+            .proxy_fingerprint
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fingerprint);
+    }
 }
 
 /// A bound, ready server.
@@ -65,7 +84,7 @@ impl Server {
             listener,
             ssh: Arc::new(ssh),
             shared: Arc::new(Shared {
-                proxy_fingerprint: config.proxy_fingerprint,
+                proxy_fingerprint: RwLock::new(config.proxy_fingerprint),
                 account: Account::current(),
                 max_channels: config.max_channels,
             }),
@@ -81,6 +100,11 @@ impl Server {
         self.host_key_fingerprint
     }
 
+    /// The state shared with registration, which updates the accepted key.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Serves until the listener fails.
     pub async fn run(self) -> Result<(), Error> {
         let local = self
@@ -89,7 +113,7 @@ impl Server {
         info!(
             addr = %local,
             host_key_fingerprint = %self.host_key_fingerprint,
-            accepted_fingerprint = %self.shared.proxy_fingerprint,
+            accepted_fingerprint = %self.shared.accepted().map(|f| f.to_string()).unwrap_or_else(|| "none until registered".into()),
             user = %self.shared.account.name,
             shell = %self.shared.account.shell.display(),
             "connect-client listening"

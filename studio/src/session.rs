@@ -179,6 +179,19 @@ impl SessionSetup {
     }
 }
 
+/// Buffer between the channel and the SFTP server, each way.
+const SFTP_PIPE: usize = 256 * 1024;
+
+/// Runs the built-in SFTP server on the channel, through an in-memory pipe
+/// so the channel stays ours: when the server ends, the client gets
+/// `exit-status 0` before the close, which scp and sftp check.
+async fn run_sftp(channel: Channel<Msg>, shared: &Shared) {
+    let (ours, theirs) = tokio::io::duplex(SFTP_PIPE);
+    let server = tokio::spawn(crate::sftp::serve(theirs, shared.account.home.clone()));
+    crate::relay::relay_until(channel, ours, crate::relay::StreamEnd::ExitStatus).await;
+    server.abort();
+}
+
 /// The channel task: drains requests until something starts, then runs it.
 async fn run(
     mut channel: Channel<Msg>,
@@ -197,10 +210,7 @@ async fn run(
                 Some(Start::Process(running)) => {
                     return process::run(channel, *running, handle).await;
                 }
-                Some(Start::Sftp) => {
-                    return crate::sftp::serve(channel.into_stream(), shared.account.home.clone())
-                        .await;
-                }
+                Some(Start::Sftp) => return run_sftp(channel, &shared).await,
                 Some(Start::Refused) => {}
                 None => return,
             },
