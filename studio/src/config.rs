@@ -58,8 +58,8 @@ pub struct Registration {
     pub control_url: String,
     pub session: SessionId,
     pub token: Secret,
-    /// `host:port` the proxy dials.
-    pub advertise: String,
+    /// `host:port` the proxy dials; `None`: the bound listen address.
+    pub advertise: Option<String>,
 }
 
 impl Config {
@@ -168,7 +168,9 @@ fn registration<S: Source>(
     let token = Secret::new(env.required("CONNECT_CLIENT_TOKEN")?.trim().to_owned());
     let advertise_var = "CONNECT_CLIENT_ADVERTISE_ADDR";
     let advertise = match env.non_empty(advertise_var) {
-        Some(a) => model::endpoint::parse(&a).map_err(|e| ConfigError::new(advertise_var, e))?,
+        Some(a) => {
+            Some(model::endpoint::parse(&a).map_err(|e| ConfigError::new(advertise_var, e))?)
+        }
         None if ssh_addr.ip().is_unspecified() => {
             return Err(ConfigError::new(
                 advertise_var,
@@ -178,7 +180,7 @@ fn registration<S: Source>(
                 ),
             ));
         }
-        None => ssh_addr.to_string(),
+        None => None,
     };
     Ok(Some(Registration {
         control_url: url,
@@ -276,7 +278,7 @@ mod tests {
         .expect("valid");
         let r = c.registration.expect("registration");
         assert_eq!(r.control_url, "http://control:8080");
-        assert_eq!(r.advertise, "10.1.2.3:2223");
+        assert_eq!(r.advertise, None, "the bound address, known once listening");
         assert!(c.proxy_fingerprint.is_none(), "comes from registration");
         assert_eq!(config(&[url]).unwrap_err().var, "CONNECT_CLIENT_SESSION_ID");
         assert_eq!(

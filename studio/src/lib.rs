@@ -48,9 +48,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
     };
     let server = server::Server::bind(&config, host_key).await?;
     if let Some(registration) = config.registration.clone() {
+        let bound = server
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let advertise = registration
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let host_key = server.host_key_fingerprint();
         tokio::spawn(registration::run(
             registration,
-            server.host_key_fingerprint(),
+            advertise,
+            host_key,
             server.shared(),
         ));
     }

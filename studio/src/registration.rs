@@ -39,7 +39,12 @@ enum Outcome {
 }
 
 /// Runs forever: register, heartbeat, re-register as needed.
-pub async fn run(registration: Registration, host_key: Fingerprint, shared: Arc<Shared>) {
+pub async fn run(
+    registration: Registration,
+    advertise: String,
+    host_key: Fingerprint,
+    shared: Arc<Shared>,
+) {
     let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
@@ -49,13 +54,13 @@ pub async fn run(registration: Registration, host_key: Fingerprint, shared: Arc<
     };
     let mut backoff = Duration::from_secs(1);
     loop {
-        let outcome = match register(&client, &registration, host_key).await {
+        let outcome = match register(&client, &registration, &advertise, host_key).await {
             Ok(answer) => {
                 backoff = Duration::from_secs(1);
                 adopt(&shared, answer.proxy_key_fingerprint);
                 info!(
                     session = %registration.session,
-                    endpoint = %registration.advertise,
+                    endpoint = %advertise,
                     proxy_fingerprint = %answer.proxy_key_fingerprint,
                     "registered with the control plane"
                 );
@@ -97,11 +102,12 @@ fn adopt(shared: &Shared, fingerprint: Fingerprint) {
 async fn register(
     client: &reqwest::Client,
     r: &Registration,
+    advertise: &str,
     host_key: Fingerprint,
 ) -> Result<Registered, Outcome> {
     let url = format!("{}/v1/sessions/{}/register", r.control_url, r.session);
     let body =
-        serde_json::json!({ "endpoint": r.advertise, "hostKeyFingerprint": host_key.to_string() });
+        serde_json::json!({ "endpoint": advertise, "hostKeyFingerprint": host_key.to_string() });
     let response = client
         .post(&url)
         .bearer_auth(r.token.expose())

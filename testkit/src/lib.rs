@@ -18,6 +18,22 @@ pub use ssh::Ssh;
 use std::path::Path;
 use std::process::Command;
 
+/// The path of a workspace binary built next to the running test (for
+/// tests that start another package's program, e.g. connect-control from
+/// connect-client's tests). `cargo test --workspace` builds them all.
+pub fn bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/test-hash -> target/<profile>/name
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo nextest run --workspace` (or build it first)",
+        path.display()
+    );
+    path
+}
+
 /// Runs a shell snippet with `sh -c` and returns its stdout; panics with
 /// stderr on failure. For test set-up only.
 pub fn sh(script: &str) -> String {
