@@ -17,7 +17,7 @@ use model::Secret;
 use model::state::{Follower, State, WatchLine};
 use tracing::{info, warn};
 
-use crate::activity::{Table, now_secs};
+use crate::activity::Table;
 use crate::metrics::Metrics;
 use crate::routes::Publisher;
 
@@ -288,9 +288,17 @@ pub async fn serve_management(
 /// Logged once the cores serve.
 pub fn log_listening(
     addr: std::net::SocketAddr,
+    management: std::net::SocketAddr,
     cores: usize,
     backend: &str,
     fingerprint: &model::Fingerprint,
 ) {
-    info!(addr = %addr, cores, io_backend = backend, key_fingerprint = %fingerprint, since = now_secs(), "connect-proxy listening");
+    info!(
+        addr = %addr,
+        management = %management,
+        cores,
+        io_backend = backend,
+        key_fingerprint = %fingerprint,
+        "connect-proxy listening"
+    );
 }

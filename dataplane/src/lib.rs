@@ -247,7 +247,13 @@ pub fn start(config: Config, options: Options) -> Result<Running, RunError> {
         fanout.add_core(c.publisher, c.activity);
     }
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    control::log_listening(ssh_addr, config.cores, backend.as_str(), &fingerprint);
+    control::log_listening(
+        ssh_addr,
+        management_addr,
+        config.cores,
+        backend.as_str(),
+        &fingerprint,
+    );
     Ok(Running {
         ssh_addr: Some(ssh_addr),
         management_addr,

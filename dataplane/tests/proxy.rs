@@ -1,0 +1,609 @@
+//! connect-proxy end to end: real OpenSSH clients through the real proxy
+//! (`ssh -p PORT alice@SESSION@127.0.0.1`) to real connect-client Studios
+//! registered with the real control plane.
+
+#[path = "support/platform.rs"]
+mod platform;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use platform::{Platform, Setup};
+use testkit::{KeyPair, KeyType, Ssh, sh};
+
+const SESSION: &str = "01ac8894";
+
+fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run")
+}
+
+fn run_ok(cmd: Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A platform with alice's Studio running; returns alice's ssh.
+fn alice() -> (Platform, Ssh) {
+    let mut p = Platform::start(Setup::default());
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &["bob"], true);
+    let ssh = p.ssh(&key, "alice", SESSION);
+    (p, ssh)
+}
+
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().expect("clone");
+                let mut r = s;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "nothing listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn exec_exit_code_and_separate_stderr() {
+    let (_p, ssh) = alice();
+    let mut cmd = ssh.ssh();
+    cmd.arg("echo out; echo err >&2; exit 7");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+}
+
+#[test]
+fn hundred_thousand_lines_of_stdin() {
+    let (_p, ssh) = alice();
+    let input: String = (1..=100_000).map(|i| format!("line {i}\n")).collect();
+    let mut cmd = ssh.ssh();
+    cmd.arg("cat").stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("ssh");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.clone();
+    let w = std::thread::spawn(move || stdin.write_all(data.as_bytes()));
+    let out = child.wait_with_output().expect("wait");
+    w.join().expect("writer").expect("write");
+    assert!(out.status.success());
+    assert!(
+        out.stdout == input.as_bytes(),
+        "stdin came back different ({} bytes)",
+        out.stdout.len()
+    );
+}
+
+#[test]
+fn pty_shell_with_resize() {
+    let (_p, ssh) = alice();
+    let socket = format!("connect-proxy-test-{}", std::process::id());
+    let opts: Vec<String> = ssh.options().iter().map(|o| format!("'{o}'")).collect();
+    let line = format!(
+        "ssh {} -tt -p {} {}",
+        opts.join(" "),
+        ssh.port,
+        ssh.destination()
+    );
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = tmux(&["capture-pane", "-p"]);
+            if screen.contains(needle) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never saw {needle:?}:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    tmux(&["new-session", "-d", "-x", "90", "-y", "25", &line]);
+    tmux(&["send-keys", "stty size", "Enter"]);
+    wait("25 90");
+    tmux(&["resize-window", "-x", "132", "-y", "43"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "stty size", "Enter"]);
+    wait("43 132");
+    tmux(&["send-keys", "exit", "Enter"]);
+    std::thread::sleep(Duration::from_millis(200));
+    tmux(&["kill-server"]);
+}
+
+#[test]
+fn scp_and_sftp_50mb() {
+    let (p, ssh) = alice();
+    let src = p.dir.path().join("src.bin");
+    sh(&format!("head -c 50M /dev/urandom > '{}'", src.display()));
+    let remote = p.dir.path().join("remote.bin");
+    let back = p.dir.path().join("back.bin");
+    let mut put = ssh.scp();
+    put.arg(&src)
+        .arg(format!("{}:{}", ssh.destination(), remote.display()));
+    run_ok(put);
+    let batch = p.dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!("get {} {}\n", remote.display(), back.display()),
+    )
+    .expect("batch");
+    run_ok(ssh.sftp_batch(&batch));
+    let want = testkit::sha256(&src);
+    assert_eq!(testkit::sha256(&remote), want);
+    assert_eq!(testkit::sha256(&back), want);
+}
+
+#[test]
+fn rsync_through_the_proxy() {
+    let (p, ssh) = alice();
+    let src = p.dir.path().join("tree");
+    sh(&format!(
+        "mkdir -p '{0}/a' && head -c 2000000 /dev/urandom > '{0}/a/f' && echo x > '{0}/g'",
+        src.display()
+    ));
+    let dst = p.dir.path().join("copy");
+    let mut cmd = Command::new("rsync");
+    cmd.arg("-a")
+        .arg("-e")
+        .arg(ssh.rsync_rsh())
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}:{}/", ssh.destination(), dst.display()));
+    run_ok(cmd);
+    assert!(
+        Command::new("diff")
+            .arg("-r")
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .expect("diff")
+            .success()
+    );
+}
+
+#[test]
+fn local_dynamic_and_remote_forwarding() {
+    let (_p, ssh) = alice();
+    let echo = echo_server();
+
+    // -L
+    let local = free_port();
+    let spec = format!("127.0.0.1:{local}:127.0.0.1:{echo}");
+    let mut tunnel = ssh
+        .ssh_with(&["-N", "-o", "ExitOnForwardFailure=yes", "-L", &spec])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ssh -L");
+    let mut s = wait_connect(local);
+    s.write_all(b"through -L").expect("write");
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf, b"through -L");
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+
+    // -D with curl --socks5-hostname to an HTTP server "inside" the Studio.
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let http_port = http.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in http.incoming().map_while(Result::ok) {
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsocks",
+            );
+        }
+    });
+    let socks = free_port();
+    let mut dynamic = ssh
+        .ssh_with(&[
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-D",
+            &format!("127.0.0.1:{socks}"),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ssh -D");
+    drop(wait_connect(socks));
+    let body = run_ok({
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--socks5-hostname",
+            &format!("127.0.0.1:{socks}"),
+            &format!("http://localhost:{http_port}/"),
+        ]);
+        c
+    });
+    assert_eq!(body, "socks");
+    let _ = dynamic.kill();
+    let _ = dynamic.wait();
+
+    // -R
+    let remote = free_port();
+    let mut cmd = ssh.ssh_with(&[
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-R",
+        &format!("{remote}:127.0.0.1:{echo}"),
+    ]);
+    cmd.arg(format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{remote}; printf 'through -R' >&3; head -c 10 <&3"
+    ));
+    assert_eq!(run_ok(cmd), "through -R");
+}
+
+#[test]
+fn agent_forwarding() {
+    let (p, ssh) = alice();
+    let key = KeyPair::generate(p.dir.path(), "agent-key", KeyType::Ed25519);
+    let sock = p.dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("agent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        Command::new("ssh-add")
+            .arg(&key.private)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .expect("add")
+            .status
+            .success()
+    );
+    let mut cmd = ssh.ssh_with(&["-A"]);
+    cmd.env("SSH_AUTH_SOCK", &sock).arg("ssh-add -l");
+    assert!(run_ok(cmd).contains(&key.fingerprint));
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+#[test]
+fn every_refusal_looks_the_same_and_is_counted_by_reason() {
+    let mut p = Platform::start(Setup {
+        allowed: Some("1,2"),
+        ..Setup::default()
+    });
+    let alice = p.user("alice");
+    let mallory = p.user("mallory");
+    let stranger = KeyPair::generate(p.dir.path(), "stranger", KeyType::Ed25519);
+    p.studio(SESSION, 1, "alice", &[], true);
+    p.studio("00000002", 1, "alice", &[], false);
+
+    let attempt = |key: &KeyPair, user: &str, session: &str| {
+        let mut cmd = p.ssh(key, user, session).ssh();
+        cmd.arg("true");
+        let out = run(cmd);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        )
+    };
+    // The baseline works.
+    assert_eq!(attempt(&alice, "alice", SESSION).0, Some(0));
+    let cases = [
+        (attempt(&stranger, "alice", SESSION), "unknown_key"),
+        (attempt(&alice, "alice", "0000ffff"), "unknown_session"),
+        (attempt(&alice, "alice", "00000002"), "toggle_off"),
+        (attempt(&mallory, "mallory", SESSION), "not_member"),
+    ];
+    // The control plane refuses the toggle outside the list; the proxy's
+    // own refusal of such sessions is the next test.
+    let (status, _) = p.api(
+        "PUT",
+        "/v1/sessions/00000004",
+        Some(serde_json::json!({"workspaceId": 3, "owner": "alice", "sshEnabled": true})),
+    );
+    assert_eq!(
+        status, 403,
+        "the control plane refuses the toggle for workspace 3"
+    );
+    for ((code, stderr), reason) in &cases {
+        assert_eq!(*code, Some(255), "{reason}");
+        assert!(
+            stderr.ends_with("Permission denied (publickey)."),
+            "{reason}: {stderr}"
+        );
+        let series = format!("connect_proxy_auth_total{{reason=\"{reason}\",result=\"refused\"}}");
+        assert!(
+            p.metric(&series) >= 1.0,
+            "{series} not counted:\n{}",
+            p.metrics()
+        );
+    }
+    // OpenSSH prefixes the destination it was given; the rest is ours and
+    // must not differ.
+    let said: Vec<&str> = cases
+        .iter()
+        .map(|((_, e), _)| e.rsplit(": ").next().unwrap_or_default())
+        .collect();
+    assert!(
+        said.windows(2).all(|w| w[0] == w[1]),
+        "refusals differ: {said:?}"
+    );
+}
+
+#[test]
+fn workspace_not_allowed_and_feature_off_are_refused_like_the_rest() {
+    // A session whose workspace is not (or no longer) allowed: the proxy's
+    // state carries the allowlist, the control plane already stores the
+    // session from when it was allowed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = KeyPair::generate(dir.path(), "proxy", KeyType::Ed25519);
+    let (mut control, url) =
+        platform::start_control(dir.path(), Some("1,2"), &key.fingerprint, "127.0.0.1:0");
+    let api = |url: &str, method: &str, path: &str, body: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                method,
+                "-H",
+                &format!("Authorization: Bearer {}", platform::ADMIN),
+                "-d",
+                body,
+            ])
+            .arg(format!("{url}{path}"))
+            .output()
+            .expect("curl")
+    };
+    let user = KeyPair::generate(dir.path(), "alice", KeyType::Ed25519);
+    api(
+        &url,
+        "POST",
+        "/v1/users/alice/keys",
+        &serde_json::json!({ "key": user.public_line }).to_string(),
+    );
+    api(
+        &url,
+        "PUT",
+        "/v1/sessions/00000002",
+        r#"{"workspaceId":2,"owner":"alice","sshEnabled":true}"#,
+    );
+    control.kill();
+    let addr = url.trim_start_matches("http://").to_owned();
+
+    for (allowed, reason) in [(Some("1"), "workspace_not_allowed"), (None, "ssh_disabled")] {
+        let (control, url) = platform::start_control(dir.path(), allowed, &key.fingerprint, &addr);
+        let setup = Setup {
+            allowed,
+            remote_control: true,
+            ..Setup::default()
+        };
+        let mut proxy = platform::start_proxy(&dir, &key, &setup, Some(&url));
+        let listening = proxy.wait_for_msg("connect-proxy listening", Duration::from_secs(30));
+        let port = platform::port_of(&listening["addr"]);
+        let ssh = Ssh {
+            port,
+            user: "alice@00000002".into(),
+            identity: user.private.clone(),
+            known_hosts: None,
+        };
+        let mut cmd = ssh.ssh();
+        cmd.arg("true");
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(255));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied (publickey)"));
+        let line = proxy
+            .wait_for(|v| v["msg"] == "login refused", Duration::from_secs(10))
+            .expect("refusal logged");
+        assert_eq!(line["reason"], reason);
+        drop(proxy);
+        drop(control);
+    }
+}
+
+#[test]
+fn studio_killed_mid_session_and_stopped_studio_get_one_clear_line() {
+    let (mut p, ssh) = alice();
+    let mut cmd = ssh.ssh();
+    cmd.arg("echo started; sleep 60")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("ssh");
+    let mut first = [0u8; 8];
+    child
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("started");
+    p.studio_process(0).kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ssh hung after its Studio died");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .as_mut()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(255));
+    assert!(
+        stderr.contains(&format!("lost the connection to studio {SESSION}")),
+        "{stderr}"
+    );
+
+    // New logins: one line, exit 255, no hang (unreachable now, then
+    // "not running" once heartbeats have expired).
+    p.wait_routed(SESSION, "stopped");
+    let mut cmd = ssh.ssh();
+    cmd.arg("true");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("studio {SESSION} is not running; start it from the platform")
+    );
+}
+
+#[test]
+fn control_plane_stopped_live_sessions_continue_and_known_logins_work() {
+    let mut p = Platform::start(Setup {
+        remote_control: true,
+        ..Setup::default()
+    });
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &[], true);
+    let ssh = p.ssh(&key, "alice", SESSION);
+
+    let mut cmd = ssh.ssh();
+    cmd.arg("cat").stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut live = cmd.spawn().expect("ssh");
+    let mut stdin = live.stdin.take().expect("stdin");
+    let mut stdout = live.stdout.take().expect("stdout");
+    stdin.write_all(b"before\n").expect("write");
+    let mut buf = [0u8; 7];
+    stdout.read_exact(&mut buf).expect("echo");
+
+    p.control.as_mut().expect("remote control plane").kill();
+    std::thread::sleep(Duration::from_millis(500));
+
+    stdin.write_all(b"after!\n").expect("write");
+    stdout.read_exact(&mut buf).expect("live session continues");
+    assert_eq!(&buf, b"after!\n");
+    let mut again = ssh.ssh();
+    again.arg("echo new login");
+    assert_eq!(run_ok(again), "new login\n");
+    drop(stdin);
+    let _ = live.wait();
+}
+
+#[test]
+fn two_proxies_with_one_key_answer_one_known_hosts_line() {
+    let mut p = Platform::start(Setup {
+        remote_control: true,
+        ..Setup::default()
+    });
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &[], true);
+    let url = p.control_url.clone();
+    let mut second = platform::start_proxy(
+        &p.dir,
+        &p.proxy_key,
+        &Setup {
+            remote_control: true,
+            ..Setup::default()
+        },
+        Some(&url),
+    );
+    let other = platform::port_of(
+        &second.wait_for_msg("connect-proxy listening", Duration::from_secs(30))["addr"],
+    );
+
+    let pub_line = p
+        .proxy_key
+        .public_line
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let known = p.dir.path().join("known_hosts_alias");
+    std::fs::write(&known, format!("connect.example.com {pub_line}\n")).expect("known_hosts");
+    for port in [p.ssh_port, other] {
+        let ssh = Ssh {
+            port,
+            user: format!("alice@{SESSION}"),
+            identity: key.private.clone(),
+            known_hosts: Some(known.clone()),
+        };
+        let mut cmd = ssh.ssh_with(&["-o", "HostKeyAlias=connect.example.com"]);
+        cmd.arg("echo same key");
+        assert_eq!(run_ok(cmd), "same key\n", "proxy on port {port}");
+    }
+}
+
+#[test]
+fn a_reader_that_stops_reading_does_not_grow_proxy_memory() {
+    let (p, ssh) = alice();
+    let rss = || -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", p.proxy.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    // Warm up so allocator pools exist.
+    let mut warm = ssh.ssh();
+    warm.arg("head -c 20000000 /dev/zero");
+    run_ok(warm);
+    let before = rss();
+    let mut cmd = ssh.ssh();
+    cmd.arg("cat /dev/zero")
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("ssh");
+    // Read a little, then stop reading for a while.
+    let mut buf = vec![0u8; 1 << 20];
+    child
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut buf)
+        .expect("some data");
+    std::thread::sleep(Duration::from_secs(4));
+    let during = rss();
+    let _ = child.kill();
+    let _ = child.wait();
+    let growth_kib = during.saturating_sub(before);
+    assert!(
+        growth_kib < 48 * 1024,
+        "proxy RSS grew {growth_kib} KiB while a reader stalled (before {before} KiB, during {during} KiB)"
+    );
+}
