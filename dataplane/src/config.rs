@@ -15,6 +15,7 @@
 //! | `CONNECT_CORES` | all CPUs | data-plane threads, one per core |
 //! | `CONNECT_IO` | `auto` | `auto`, `uring` or `epoll` |
 //! | `CONNECT_PROXY_NAME` | host name | this replica's name in activity reports |
+//! | `CONNECT_ACTIVITY_INTERVAL` | `30s` | how often per-session activity is reported |
 //!
 //! Without `CONNECT_CONTROL_URL`, the control plane runs in-process with
 //! its own `TOWER_*`/`CONNECT_CONTROL_*` variables (see connect-control).
@@ -61,6 +62,7 @@ pub struct Config {
     pub cores: usize,
     pub io: IoChoice,
     pub name: String,
+    pub activity_interval: Duration,
 }
 
 impl Config {
@@ -152,6 +154,16 @@ impl Config {
             })
             .unwrap_or_else(|| "connect-proxy".into());
 
+        let activity_interval = env
+            .duration("CONNECT_ACTIVITY_INTERVAL")?
+            .unwrap_or(Duration::from_secs(30));
+        if activity_interval.is_zero() {
+            return Err(ConfigError::new(
+                "CONNECT_ACTIVITY_INTERVAL",
+                "must be more than 0",
+            ));
+        }
+
         Ok(Self {
             ssh_enabled,
             ssh_addr: env
@@ -171,6 +183,7 @@ impl Config {
                 .parse::<IoChoice>("CONNECT_IO")?
                 .unwrap_or(IoChoice::Auto),
             name,
+            activity_interval,
         })
     }
 }

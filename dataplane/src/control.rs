@@ -21,8 +21,6 @@ use crate::activity::Table;
 use crate::metrics::Metrics;
 use crate::routes::Publisher;
 
-/// How often activity is reported.
-const ACTIVITY_EVERY: Duration = Duration::from_secs(30);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -187,9 +185,9 @@ async fn stream_once(
 }
 
 /// Reports every core's sessions to the control plane, forever.
-pub async fn report_activity(source: Source, name: String, fanout: Arc<Fanout>) {
+pub async fn report_activity(source: Source, name: String, every: Duration, fanout: Arc<Fanout>) {
     let http = reqwest::Client::new();
-    let mut tick = tokio::time::interval(ACTIVITY_EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -57,9 +57,16 @@ fn setup() -> Result<i32, String> {
         .to_openssh()
         .map_err(|e| e.to_string())?;
 
-    let ssh_addr = ProcessEnv
+    let mut ssh_addr = ProcessEnv
         .get("CONNECT_SSH_ADDR")
         .unwrap_or_else(|| "127.0.0.1:2222".into());
+    // Port 0 asks for any free port; the control plane must know the real
+    // one for the ssh lines it hands out, so pick it now.
+    if let Some(host) = ssh_addr.strip_suffix(":0") {
+        let probe = std::net::TcpListener::bind(format!("{host}:0"))
+            .map_err(|e| format!("CONNECT_SSH_ADDR: {e}"))?;
+        ssh_addr = probe.local_addr().map_err(|e| e.to_string())?.to_string();
+    }
     let mgmt = ProcessEnv
         .get("CONNECT_MANAGEMENT_PORT")
         .unwrap_or_else(|| "0".into());

@@ -186,9 +186,11 @@ pub fn start(config: Config, options: Options) -> Result<Running, RunError> {
         metrics.clone(),
     ));
     handle.spawn(control::track_state_age(fanout.clone(), metrics.clone()));
+    let every = config.activity_interval;
     handle.spawn(control::report_activity(
         source,
         config.name.clone(),
+        every,
         fanout.clone(),
     ));
 

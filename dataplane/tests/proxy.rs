@@ -607,3 +607,89 @@ fn a_reader_that_stops_reading_does_not_grow_proxy_memory() {
         "proxy RSS grew {growth_kib} KiB while a reader stalled (before {before} KiB, during {during} KiB)"
     );
 }
+
+#[test]
+fn activity_is_reported_to_the_control_plane() {
+    let mut p = Platform::start(Setup {
+        extra: vec![("CONNECT_ACTIVITY_INTERVAL", "1s".into())],
+        ..Setup::default()
+    });
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &[], true);
+    let ssh = p.ssh(&key, "alice", SESSION);
+    let mut cmd = ssh.ssh();
+    cmd.arg("echo hi; sleep 5")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("ssh");
+    let mut hi = [0u8; 3];
+    child
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut hi)
+        .expect("hi");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let session = loop {
+        let (_, s) = p.api("GET", &format!("/v1/sessions/{SESSION}"), None);
+        if s["activeConnections"] == 1 && s["lastActivity"].is_string() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "activity never reported: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        session["lastActivity"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("20"),
+        "{session}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn dev_mode_prints_an_ssh_line_that_works_as_pasted() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut dev = Command::new(platform::PROXY_BIN)
+        .arg("--dev")
+        .env("TMPDIR", tmp.path())
+        .env("CONNECT_SSH_ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("connect-proxy --dev");
+    let stdout = dev.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("ssh ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("an ssh line on stdout");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{line} -o BatchMode=yes 'echo pasted and working'"))
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh");
+    let _ = dev.kill();
+    let _ = dev.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pasted and working\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -187,6 +187,8 @@ async fn russh_exec(
         .await?;
     // Wait for the session task, so its stream is dropped on this core
     // while the runtime still runs.
-    handle.await?;
-    Ok((output, status))
+    match handle.await {
+        Ok(()) | Err(russh::Error::Disconnect) => Ok((output, status)),
+        Err(e) => Err(e),
+    }
 }
