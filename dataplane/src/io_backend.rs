@@ -18,13 +18,15 @@
 //! # Shutting a core down
 //!
 //! [`run_core`] returns when the future returned by its closure completes.
-//! That future must first stop accepting (drop its [`Acceptor`]) and then
-//! wait for every session task it spawned to finish: tasks still alive when
-//! `run_core` returns are dropped without running further, so their
-//! connections are cut without a goodbye. On io_uring, dropping a
-//! tokio-uring operation after its runtime is gone panics ("Not in runtime
-//! context"), so no [`Stream`] may escape the core's future either (e.g.
-//! through a channel or a `static`).
+//! To drain, that future stops accepting (drops its [`Acceptor`], which
+//! also takes the socket out of the `SO_REUSEPORT` group) and then waits
+//! for the session tasks it spawned (keep their `JoinHandle`s or a
+//! counter). Tasks still alive when it returns are dropped with the
+//! runtime: their connections are cut without a goodbye (peers see EOF),
+//! which is safe but abrupt. What must never happen on io_uring is a
+//! [`Stream`] outliving its core's runtime (sent out through a channel,
+//! kept in a `static` or `thread_local`): dropping it then panics inside
+//! tokio-uring ("Not in runtime context") if a read is in flight.
 
 mod listener;
 mod probe;

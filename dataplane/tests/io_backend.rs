@@ -24,27 +24,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use core_server::{on_core, serve_one, uring_available};
 
-/// Declares `name_uring` and `name_epoll` tests calling `body(backend)`.
+/// Declares tests `body::uring` and `body::epoll` calling `body(backend)`.
 macro_rules! on_both_backends {
-    ($body:ident: $uring:ident, $epoll:ident) => {
-        #[test]
-        fn $uring() {
-            if uring_available() {
-                $body(IoBackend::Uring);
+    ($body:ident) => {
+        mod $body {
+            use super::*;
+
+            #[test]
+            fn uring() {
+                if uring_available() {
+                    super::$body(IoBackend::Uring);
+                }
             }
-        }
-        #[test]
-        fn $epoll() {
-            $body(IoBackend::Epoll);
+
+            #[test]
+            fn epoll() {
+                super::$body(IoBackend::Epoll);
+            }
         }
     };
 }
 
-on_both_backends!(echo_10_mb: echo_10_mb_uring, echo_10_mb_epoll);
-on_both_backends!(dropped_read_loses_nothing: dropped_read_loses_nothing_uring, dropped_read_loses_nothing_epoll);
-on_both_backends!(drop_sends_eof: drop_sends_eof_uring, drop_sends_eof_epoll);
-on_both_backends!(dropped_acceptor_stops_listening: dropped_acceptor_stops_listening_uring, dropped_acceptor_stops_listening_epoll);
-on_both_backends!(spawned_tasks_run_on_the_core: spawned_tasks_run_on_the_core_uring, spawned_tasks_run_on_the_core_epoll);
+on_both_backends!(echo_10_mb);
+on_both_backends!(dropped_read_loses_nothing);
+on_both_backends!(drop_sends_eof);
+on_both_backends!(dropped_acceptor_stops_listening);
+on_both_backends!(spawned_tasks_run_on_the_core);
 
 /// Deterministic, non-repeating test bytes.
 fn pattern(len: usize) -> Vec<u8> {

@@ -4,6 +4,8 @@
 
 #[path = "support/platform.rs"]
 mod platform;
+#[path = "support/seccomp.rs"]
+mod seccomp;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -692,4 +694,80 @@ fn dev_mode_prints_an_ssh_line_that_works_as_pasted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The entry point `seccomp::command_without_io_uring` re-executes.
+#[test]
+fn deny_io_uring_exec() {
+    seccomp::exec_if_requested();
+}
+
+#[test]
+fn falls_back_to_epoll_under_a_seccomp_filter_that_denies_io_uring() {
+    let mut p = Platform::start(Setup {
+        seccomp: true,
+        ..Setup::default()
+    });
+    let fallback = p
+        .proxy
+        .wait_for(
+            |v| v["msg"] == "io_uring unavailable; using epoll",
+            Duration::from_secs(5),
+        )
+        .expect("the fallback is logged");
+    assert!(
+        fallback["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("seccomp"),
+        "{fallback}"
+    );
+    assert_eq!(p.metric("connect_proxy_io_backend{backend=\"epoll\"}"), 1.0);
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &[], true);
+    let mut cmd = p.ssh(&key, "alice", SESSION).ssh();
+    cmd.arg("echo served on epoll");
+    assert_eq!(run_ok(cmd), "served on epoll\n");
+
+    // Forcing io_uring where it is denied is a configuration error.
+    let setup = Setup {
+        seccomp: true,
+        io: "uring",
+        ..Setup::default()
+    };
+    let out = platform::proxy_command(&p.dir, &p.proxy_key, &setup, None)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CONNECT_IO"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn io_uring_serves_when_the_kernel_allows_it() {
+    if dataplane::io_backend::probe().is_err() {
+        eprintln!(
+            "io_uring is not available here: {:?}; the uring path is untested on this machine",
+            dataplane::io_backend::probe()
+        );
+        return;
+    }
+    let mut p = Platform::start(Setup {
+        io: "uring",
+        ..Setup::default()
+    });
+    assert_eq!(
+        p.metric("connect_proxy_io_backend{backend=\"io_uring\"}"),
+        1.0
+    );
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &[], true);
+    let mut cmd = p.ssh(&key, "alice", SESSION).ssh();
+    cmd.arg("head -c 10000000 /dev/urandom | sha256sum | cut -c1-8; echo done");
+    assert!(run_ok(cmd).ends_with("done\n"));
 }

@@ -46,7 +46,8 @@ where
             }
             drop(acceptor);
             for task in tasks {
-                sink.borrow_mut().push(task.await.expect("handler task"));
+                let result = task.await.expect("handler task");
+                sink.borrow_mut().push(result);
             }
         })
         .expect("build the core's runtime");

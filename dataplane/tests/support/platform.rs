@@ -38,6 +38,9 @@ pub struct Setup<'a> {
     /// Run connect-control as its own process and follow it remotely.
     pub remote_control: bool,
     pub extra: Vec<(&'a str, String)>,
+    /// Run the proxy under a seccomp filter denying io_uring (Docker's
+    /// default profile does).
+    pub seccomp: bool,
 }
 
 impl Default for Setup<'_> {
@@ -47,6 +50,7 @@ impl Default for Setup<'_> {
             io: "auto",
             remote_control: false,
             extra: Vec::new(),
+            seccomp: false,
         }
     }
 }
@@ -238,7 +242,21 @@ pub fn start_proxy(
     setup: &Setup<'_>,
     control_url: Option<&str>,
 ) -> Process {
-    let mut cmd = Command::new(PROXY_BIN);
+    Process::spawn(proxy_command(dir, key, setup, control_url))
+}
+
+/// The proxy's command line (under seccomp if `setup` says so).
+pub fn proxy_command(
+    dir: &tempfile::TempDir,
+    key: &KeyPair,
+    setup: &Setup<'_>,
+    control_url: Option<&str>,
+) -> Command {
+    let mut cmd = if setup.seccomp {
+        crate::seccomp::command_without_io_uring(PROXY_BIN, &[])
+    } else {
+        Command::new(PROXY_BIN)
+    };
     tower_env(&mut cmd, setup.allowed, &key.fingerprint);
     cmd.env("CONNECT_SSH_ENABLED", "true")
         .env("CONNECT_SSH_ADDR", "127.0.0.1:0")
@@ -256,7 +274,7 @@ pub fn start_proxy(
     for (k, v) in &setup.extra {
         cmd.env(k, v);
     }
-    Process::spawn(cmd)
+    cmd
 }
 
 pub fn port_of(addr: &Value) -> u16 {
