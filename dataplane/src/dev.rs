@@ -228,19 +228,13 @@ fn key_file(path: &Path) -> Result<PrivateKey, String> {
     let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     key.set_comment("connect-dev");
     let text = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| e.to_string())?;
+    write_secret(path, &text)?;
     let public = key.public_key().to_openssh().map_err(|e| e.to_string())?;
     std::fs::write(path.with_extension("pub"), format!("{public}\n")).map_err(|e| e.to_string())?;
     Ok(key)
 }
 
+/// Writes `value` to a new file only the owner can read (0600).
 fn write_secret(path: &Path, value: &str) -> Result<PathBuf, String> {
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()

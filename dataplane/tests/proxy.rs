@@ -8,29 +8,15 @@ mod platform;
 mod seccomp;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use platform::{Platform, Setup};
-use testkit::{KeyPair, KeyType, Ssh, sh};
+use testkit::net::{echo_server, free_port, wait_connect};
+use testkit::{KeyPair, KeyType, Ssh, run, run_ok, sh};
 
 const SESSION: &str = "01ac8894";
-
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run")
-}
-
-fn run_ok(cmd: Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A platform with alice's Studio running; returns alice's ssh.
 fn alice() -> (Platform, Ssh) {
@@ -39,40 +25,6 @@ fn alice() -> (Platform, Ssh) {
     p.studio(SESSION, 1, "alice", &["bob"], true);
     let ssh = p.ssh(&key, "alice", SESSION);
     (p, ssh)
-}
-
-fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for s in l.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().expect("clone");
-                let mut r = s;
-                let _ = std::io::copy(&mut r, &mut w);
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wait_connect(port: u16) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "nothing listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -3,12 +3,13 @@
 //! proxy key pinned by fingerprint exactly as in production.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{KeyPair, KeyType, Process, Ssh, sh};
+use testkit::net::{echo_server, free_port};
+use testkit::{KeyPair, KeyType, Process, Ssh, run, run_ok, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connect-client");
 const START: Duration = Duration::from_secs(20);
@@ -80,51 +81,12 @@ impl Studio {
     }
 }
 
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run command")
-}
-
-fn run_ok(cmd: Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "failed: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn random_file(path: &Path, mib: usize) {
     sh(&format!(
         "head -c {}M /dev/urandom > '{}'",
         mib,
         path.display()
     ));
-}
-
-/// A TCP echo server on 127.0.0.1 for forwarding tests.
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut r = s.try_clone().expect("clone");
-                let _ = std::io::copy(&mut r, &mut s);
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 #[test]

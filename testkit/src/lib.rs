@@ -4,10 +4,12 @@
 //!
 //! - [`keys`]: key pairs made by `ssh-keygen`, with the fingerprint it prints;
 //! - [`process`]: a started binary whose JSON log lines can be awaited;
-//! - [`ssh`]: OpenSSH client command lines with isolated, pinned settings.
+//! - [`ssh`]: OpenSSH client command lines with isolated, pinned settings;
+//! - [`net`]: an echo server, free ports, waiting for listeners.
 #![forbid(unsafe_code)]
 
 pub mod keys;
+pub mod net;
 pub mod process;
 pub mod ssh;
 
@@ -16,7 +18,7 @@ pub use process::Process;
 pub use ssh::Ssh;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 /// The path of a workspace binary built next to the running test (for
 /// tests that start another package's program, e.g. connect-control from
@@ -55,4 +57,21 @@ pub fn sh(script: &str) -> String {
 pub fn sha256(path: &Path) -> String {
     let out = sh(&format!("sha256sum '{}'", path.display()));
     out.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// Runs `cmd` with stdin from /dev/null and returns its output.
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run command")
+}
+
+/// [`run`], asserting success; returns stdout.
+pub fn run_ok(cmd: Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "failed: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
