@@ -188,13 +188,13 @@ impl russh::server::Handler for Connection {
         row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
-        _modes: &[(Pty, u32)],
+        modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let ok = self
             .sessions
             .get_mut(&channel)
-            .is_some_and(|s| s.pty(PtyRequest::new(term, col_width, row_height)));
+            .is_some_and(|s| s.pty(PtyRequest::new(term, col_width, row_height, modes)));
         Self::reply(session, channel, ok)
     }
 

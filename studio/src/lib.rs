@@ -13,6 +13,7 @@
 //! - [`auth`]: the fingerprint rule and its log line;
 //! - [`session`]: session channels up to the moment something starts;
 //! - [`process`]: a running shell or command and its pty or pipes;
+//! - [`termios`]: the client's terminal modes applied to the pty;
 //! - [`registration`]: registering with connect-control and heartbeating;
 //! - [`sftp`]: the SFTP subsystem over the container's filesystem;
 //! - [`forward`]: `direct-tcpip` and `tcpip-forward`;
@@ -36,6 +37,7 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod sftp;
+pub mod termios;
 
 pub use config::Config;
 pub use error::Error;

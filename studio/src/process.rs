@@ -41,13 +41,16 @@ const CHUNK: usize = 32 * 1024;
 pub struct PtyRequest {
     pub term: String,
     size: pty_process::Size,
+    /// The client's terminal modes, applied to the new pty.
+    modes: Vec<(russh::Pty, u32)>,
 }
 
 impl PtyRequest {
-    pub fn new(term: &str, cols: u32, rows: u32) -> Self {
+    pub fn new(term: &str, cols: u32, rows: u32, modes: &[(russh::Pty, u32)]) -> Self {
         Self {
             term: term.to_owned(),
             size: size(cols, rows),
+            modes: modes.to_vec(),
         }
     }
 
@@ -164,6 +167,9 @@ pub fn spawn(
             cmd.env("TERM", &req.term);
             let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
             pty.resize(req.size).map_err(std::io::Error::other)?;
+            if let Err(e) = crate::termios::apply(&pty, &req.modes) {
+                debug!(error = %e, "could not apply the client's terminal modes");
+            }
             // pty-process makes the child a session leader with the pty as
             // its controlling terminal; the slave end is closed here after
             // the spawn, so EOF arrives when the last user of it exits.

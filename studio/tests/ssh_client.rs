@@ -215,6 +215,48 @@ fn pty_shell_in_tmux_sees_resize() {
 }
 
 #[test]
+fn pty_takes_the_clients_terminal_modes() {
+    let studio = Studio::start();
+    let socket = format!("connect-modes-{}", std::process::id());
+    let ssh = studio.ssh();
+    let opts: Vec<String> = ssh.options().iter().map(|o| format!("'{o}'")).collect();
+    // The user's terminal has unusual interrupt and erase keys; the Studio's
+    // pty must get the same ones.
+    let line = format!(
+        "stty intr '^G' erase '^H'; ssh {} -tt -p {} {}",
+        opts.join(" "),
+        ssh.port,
+        ssh.destination()
+    );
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    tmux(&["new-session", "-d", "-x", "150", "-y", "20", &line]);
+    tmux(&[
+        "send-keys",
+        "stty -a | tr ';' '\\n' | grep -E '^ *(intr|erase) ' | tr -d ' ' | paste -sd, -",
+        "Enter",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let screen = loop {
+        let screen = tmux(&["capture-pane", "-p"]);
+        if screen.contains("intr=^G,erase=^H") {
+            break screen;
+        }
+        assert!(Instant::now() < deadline, "modes not applied:\n{screen}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    tmux(&["kill-server"]);
+    assert!(screen.contains("intr=^G,erase=^H"));
+}
+
+#[test]
 fn scp_put_and_get_50mb() {
     let studio = Studio::start();
     let src = studio.path("src.bin");
