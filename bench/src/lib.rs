@@ -113,7 +113,10 @@ pub mod procfs {
             return out;
         };
         for entry in dir.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -195,7 +198,9 @@ pub mod client {
                 Preferred::default()
                     .kex
                     .iter()
-                    .filter(|n| n.as_ref().starts_with("ext-info") || n.as_ref().starts_with("kex-strict"))
+                    .filter(|n| {
+                        n.as_ref().starts_with("ext-info") || n.as_ref().starts_with("kex-strict")
+                    })
                     .copied(),
             );
             preferred.kex = Cow::Owned(list);
@@ -257,7 +262,10 @@ pub mod client {
     /// Runs `command` on a new session channel; returns its exit status
     /// once the channel is closed.
     pub async fn exec(handle: &client::Handle<AnyHostKey>, command: &str) -> Result<u32> {
-        let mut channel = handle.channel_open_session().await.context("open session")?;
+        let mut channel = handle
+            .channel_open_session()
+            .await
+            .context("open session")?;
         channel.exec(true, command).await.context("exec")?;
         let mut status = None;
         while let Some(msg) = channel.wait().await {

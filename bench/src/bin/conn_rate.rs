@@ -108,7 +108,12 @@ async fn one(ctx: &Ctx, n: u64) -> Result<()> {
         Mode::Jump => {
             let target = a.target.context("--target")?;
             let channel = outer
-                .channel_open_direct_tcpip(target.ip().to_string(), target.port().into(), "127.0.0.1", 0)
+                .channel_open_direct_tcpip(
+                    target.ip().to_string(),
+                    target.port().into(),
+                    "127.0.0.1",
+                    0,
+                )
                 .await
                 .context("direct-tcpip")?;
             let inner = client::session(
@@ -130,7 +135,11 @@ async fn one(ctx: &Ctx, n: u64) -> Result<()> {
     Ok(())
 }
 
-async fn batch(ctx: Arc<Ctx>, count: u64, hist: Option<Arc<std::sync::Mutex<Histogram<u64>>>>) -> (u64, Vec<String>) {
+async fn batch(
+    ctx: Arc<Ctx>,
+    count: u64,
+    hist: Option<Arc<std::sync::Mutex<Histogram<u64>>>>,
+) -> (u64, Vec<String>) {
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -199,7 +208,11 @@ async fn main() -> Result<()> {
         outer: client::config(args.kex.as_deref())?,
         inner: client::config(None)?,
         key: client::load_key(&args.key)?,
-        target_key: args.target_key.as_deref().map(client::load_key).transpose()?,
+        target_key: args
+            .target_key
+            .as_deref()
+            .map(client::load_key)
+            .transpose()?,
         sources: client::sources(args.sources),
         args,
     });

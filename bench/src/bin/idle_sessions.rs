@@ -227,7 +227,13 @@ async fn main() -> Result<()> {
 
     let delta = sum(&up, "rss_kib") - sum(&base, "rss_kib");
     let delta_anon = sum(&up, "rss_anon_kib") - sum(&base, "rss_anon_kib");
-    let per = |kib: i64| if n > 0 { kib as f64 / n as f64 } else { f64::NAN };
+    let per = |kib: i64| {
+        if n > 0 {
+            kib as f64 / n as f64
+        } else {
+            f64::NAN
+        }
+    };
     let out = json!({
         "count": args.count,
         "open": n,
