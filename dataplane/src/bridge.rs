@@ -164,6 +164,7 @@ pub fn start(
         user_handle,
         replies: replies.clone(),
         lost,
+        up: up.abort_handle(),
         _gauge: guard,
     };
     let down = tokio::spawn(down(studio_rx, user_tx, ends, metrics, active));
@@ -218,6 +219,8 @@ struct Ends<H> {
     user_handle: H,
     replies: Arc<Replies>,
     lost: Option<bytes::Bytes>,
+    /// The other direction: stopped once the Studio side has closed.
+    up: tokio::task::AbortHandle,
     _gauge: ChannelGauge,
 }
 
@@ -234,6 +237,7 @@ async fn down<H: ExitSignal>(
         user_handle,
         replies,
         lost,
+        up,
         _gauge,
     } = ends;
     let mut closed = false;
@@ -280,6 +284,12 @@ async fn down<H: ExitSignal>(
         }
     }
     replies.fail_all();
+    // The Studio side is gone: data the user still sends has nowhere to go.
+    // The upstream task may be parked waiting for Studio window that will
+    // never come; if it stayed, it would stop draining the user's channel,
+    // russh's bounded queue would fill, and the whole user connection would
+    // freeze before the exit status and close below could be delivered.
+    up.abort();
     if let (false, Some(message)) = (closed, lost) {
         let _ = tx.extended_data_bytes(1, message).await;
         let _ = tx.exit_status(255).await;

@@ -723,3 +723,29 @@ fn io_uring_serves_when_the_kernel_allows_it() {
     cmd.arg("head -c 10000000 /dev/urandom | sha256sum | cut -c1-8; echo done");
     assert!(run_ok(cmd).ends_with("done\n"));
 }
+
+#[test]
+fn a_command_that_exits_while_the_user_still_sends_ends_cleanly() {
+    // `producer | ssh host 'exits early'`: the Studio closes the channel
+    // while the user is still sending; the exit status must still arrive.
+    let (_p, ssh) = alice();
+    for _ in 0..8 {
+        let mut cmd = ssh.ssh();
+        cmd.arg("head -c 1000000 >/dev/null; exit 3")
+            .stdin(std::fs::File::open("/dev/zero").expect("/dev/zero"))
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("ssh");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ssh hung after the remote command exited");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(3));
+    }
+}

@@ -132,6 +132,10 @@ struct Args {
     /// Upper bound on any single step (one transfer, one helper run).
     #[arg(long, default_value_t = 900)]
     step_timeout: u64,
+    /// Only rewrite the summary (JSON `summary` and the .md) of an
+    /// existing `--out` file, without measuring.
+    #[arg(long)]
+    resummarize: bool,
 }
 
 /// A child process we started, killed (by its own pid) when dropped.
@@ -1159,7 +1163,7 @@ fn summarize(results: &Value) -> (Value, String) {
         ];
         let meds: Vec<_> = fields.iter().map(|f| group_median(rows, key, f)).collect();
         md.push_str("### Idle proxied sessions (RSS delta / sessions; medians)\n\n");
-        md.push_str("| sessions | system | proxy processes | KiB/session (RSS) | target | KiB/session (anon) | fds/session | time to open all | idle CPU | RSS left after close | Studio KiB/session | runs |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| sessions | system | proxy processes | KiB/session (RSS) | target | KiB/session (anon) | fds/session | time to open all | idle CPU (of one core) | RSS still held after all closed | runs |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
         let mut out = Vec::new();
         for (k, (kib, n)) in &meds[0] {
             let parts: Vec<&str> = k.split('|').collect();
@@ -1174,8 +1178,8 @@ fn summarize(results: &Value) -> (Value, String) {
                 }
             );
             md.push_str(&format!(
-                "| {} | {} | {:.0} | {kib:.1} | {target} | {:.1} | {:.2} | {:.1} s | {:.1}% | {:.0} KiB | {:.1} | {n} |\n",
-                parts[0].trim(), parts[1], get(7), get(1), get(2) / count, get(3), get(4), get(5), get(6)
+                "| {} | {} | {:.0} | {kib:.1} | {target} | {:.1} | {:.2} | {:.1} s | {:.1}% | {:.0} KiB | {n} |\n",
+                parts[0].trim(), parts[1], get(7), get(1), get(2) / count, get(3), get(4), get(5)
             ));
             out.push(json!({ "count": count, "system": parts[1], "kib_per_session": kib, "anon_kib_per_session": get(1), "fds_per_session": get(2) / count, "open_seconds": get(3), "idle_cpu_percent": get(4), "rss_left_after_close_kib": get(5), "studio_kib_per_session": get(6), "runs": n }));
         }
@@ -1187,6 +1191,15 @@ fn summarize(results: &Value) -> (Value, String) {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.resummarize {
+        let mut r: Value = serde_json::from_str(&std::fs::read_to_string(&args.out)?)?;
+        let (summary, md) = summarize(&r);
+        r["summary"] = summary;
+        std::fs::write(&args.out, serde_json::to_string_pretty(&r)?)?;
+        std::fs::write(args.out.with_extension("md"), &md)?;
+        println!("{md}");
+        return Ok(());
+    }
     let mut bench = Bench::start(args.clone())?;
     let mut results = json!({
         "meta": meta(&args, &bench.bin),
