@@ -1,0 +1,381 @@
+//! Every scenario at tiny scale against a real `connect-proxy --dev` (its
+//! embedded control plane and connect-client Studio): each must run, verify
+//! what it moved, and report it. These check behaviour, not speed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const LOADTEST: &str = env!("CARGO_BIN_EXE_connect-loadtest");
+
+/// `connect-proxy --dev` in its own TMPDIR.
+struct Dev {
+    child: Child,
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    ssh: String,
+    control: String,
+}
+
+impl Dev {
+    fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(testkit::bin("connect-proxy"))
+            .arg("--dev")
+            .env("TMPDIR", tmp.path())
+            .env("CONNECT_SSH_ADDR", "127.0.0.1:0")
+            .env("CONNECT_MANAGEMENT_PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("connect-proxy --dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut ssh, mut control) = (None, None);
+        while ssh.is_none() || control.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("connect-proxy --dev prints its addresses");
+            let addr = |l: &str| {
+                l.split_whitespace()
+                    .nth(1)
+                    .map(str::to_owned)
+                    .expect("an address")
+            };
+            if line.trim_start().starts_with("proxy ") {
+                ssh = Some(addr(line.trim_start()));
+            } else if line.trim_start().starts_with("control plane ") {
+                control = line.split_whitespace().nth(2).map(str::to_owned);
+            }
+        }
+        let dir = tmp.path().join(format!("connect-dev-{}", nix_uid()));
+        Self {
+            child,
+            _tmp: tmp,
+            dir,
+            ssh: ssh.expect("proxy address"),
+            control: control.expect("control plane URL"),
+        }
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.join("demo_key")
+    }
+
+    /// Runs a scenario as the demo user; returns the output and the JSON
+    /// report.
+    fn run(&self, scenario: &str, args: &[&str]) -> (Output, Value) {
+        let out_dir = tempfile::tempdir().expect("tempdir");
+        let json = out_dir.path().join("report.json");
+        let key = self.key();
+        let mut cmd = Command::new(LOADTEST);
+        cmd.arg(scenario)
+            .args(["--target", &self.ssh, "--progress", "off", "--json"])
+            .arg(&json)
+            .arg("--key")
+            .arg(&key);
+        if !args.contains(&"--provision-users") {
+            cmd.args(["--login", "demo@01ac8894"]);
+        }
+        let out = cmd.args(args).output().expect("connect-loadtest");
+        let report = std::fs::read_to_string(&json)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        (out, report)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nix_uid() -> u32 {
+    testkit::sh("id -u").trim().parse().expect("uid")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(report: &Value, op: &str) -> u64 {
+    report["ops"][op]["ok"].as_u64().unwrap_or(0)
+}
+
+fn assert_clean(out: &Output, report: &Value) {
+    assert!(out.status.success(), "{}", text(out));
+    assert_eq!(report["errors"], serde_json::json!({}), "{}", text(out));
+}
+
+#[test]
+fn connect_logs_in_runs_the_command_and_reports_both() {
+    let dev = Dev::start();
+    let (out, report) = dev.run("connect", &["-c", "2", "-n", "6", "--command", "exit 0"]);
+    assert_clean(&out, &report);
+    assert_eq!(
+        (ok(&report, "login"), ok(&report, "exec")),
+        (6, 6),
+        "{}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("p99.9") && stdout.contains("login"),
+        "{stdout}"
+    );
+    // A command that fails is an error, not a success.
+    let (out, report) = dev.run("connect", &["-c", "1", "-n", "2", "--command", "exit 3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(report["errors"]["exec: exit status not 0"], 2, "{report}");
+}
+
+#[test]
+fn idle_holds_sessions_and_measures_the_watched_process() {
+    let dev = Dev::start();
+    let pid = dev.child.id().to_string();
+    let (out, report) = dev.run(
+        "idle",
+        &[
+            "--sessions",
+            "6",
+            "-c",
+            "3",
+            "--hold",
+            "1s",
+            "--watch",
+            &format!("proxy={pid}"),
+        ],
+    );
+    assert_clean(&out, &report);
+    assert_eq!(ok(&report, "session"), 6);
+    assert_eq!(report["peak_open"], 6);
+    let cost = &report["meta"]["idle_cost"][0];
+    assert_eq!(cost["sessions_held"], 6, "{report}");
+    // Each proxied session holds the user's socket and the Studio's.
+    assert!(
+        cost["fds_held"].as_u64() >= cost["fds_before"].as_u64().map(|f| f + 12),
+        "{cost}"
+    );
+    let sampled = report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .any(|t| t["samples"]["proxy rss_kib"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(sampled, "{report}");
+}
+
+#[test]
+fn interactive_gets_every_keystroke_echoed() {
+    let dev = Dev::start();
+    let (out, report) = dev.run(
+        "interactive",
+        &["-c", "2", "-n", "50", "--think", "0s", "--line", "7"],
+    );
+    assert_clean(&out, &report);
+    assert_eq!(ok(&report, "keystroke"), 50, "{}", text(&out));
+}
+
+#[test]
+fn bulk_moves_and_verifies_both_directions() {
+    let dev = Dev::start();
+    let (out, report) = dev.run(
+        "bulk",
+        &[
+            "-c",
+            "2",
+            "-n",
+            "4",
+            "--bytes",
+            "3MiB",
+            "--direction",
+            "both",
+        ],
+    );
+    assert_clean(&out, &report);
+    assert_eq!(
+        ok(&report, "download") + ok(&report, "upload"),
+        4,
+        "{}",
+        text(&out)
+    );
+    assert!(
+        ok(&report, "download") >= 1 && ok(&report, "upload") >= 1,
+        "{report}"
+    );
+    assert_eq!(report["bytes"], 4 * 3 * 1024 * 1024);
+}
+
+#[test]
+fn churn_opens_sessions_at_the_rate_and_closes_them() {
+    let dev = Dev::start();
+    let (out, report) = dev.run(
+        "churn",
+        &[
+            "--rate",
+            "10",
+            "--hold",
+            "300ms",
+            "-d",
+            "2s",
+            "--command",
+            "true",
+        ],
+    );
+    assert_clean(&out, &report);
+    // 10/s for 2 s: 20 arrivals (the last may not start before the end).
+    let logins = ok(&report, "login");
+    assert!(
+        (19..=20).contains(&logins),
+        "{logins} logins\n{}",
+        text(&out)
+    );
+    assert_eq!(ok(&report, "exec"), logins);
+    assert!(report["peak_open"].as_i64() >= Some(2), "{report}");
+}
+
+#[test]
+fn mixed_runs_everything_as_users_it_created_through_the_api() {
+    let dev = Dev::start();
+    let plots = tempfile::tempdir().expect("tempdir");
+    let (out, report) = dev.run(
+        "mixed",
+        &[
+            "--provision-users",
+            "3",
+            "--control-url",
+            &dev.control,
+            "--admin-token-file",
+            dev.dir.join("admin_token").to_str().expect("utf-8"),
+            "--provision-sessions",
+            "01ac8894",
+            "-c",
+            "4",
+            "--sessions",
+            "3",
+            "--bytes",
+            "256KiB",
+            "-d",
+            "3s",
+            "--plots",
+            plots.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_clean(&out, &report);
+    for op in ["login", "exec", "keystroke", "session"] {
+        assert!(ok(&report, op) > 0, "no {op}\n{}", text(&out));
+    }
+    assert!(
+        ok(&report, "download") + ok(&report, "upload") > 0,
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        report["meta"]["logins"], 3,
+        "only the provisioned users log in"
+    );
+    for png in ["latency.png", "sessions.png"] {
+        let bytes = std::fs::read(plots.path().join(png)).expect(png);
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{png}");
+    }
+}
+
+#[test]
+fn a_jump_host_carries_the_inner_connection() {
+    // connect-proxy is its own jump host here: the outer login's Studio
+    // opens direct-tcpip back to the proxy, where the inner login lands.
+    let dev = Dev::start();
+    let jump = format!("demo@01ac8894@{}", dev.ssh);
+    let (out, report) = dev.run(
+        "connect",
+        &["--jump", &jump, "-c", "1", "-n", "3", "--command", "true"],
+    );
+    assert_clean(&out, &report);
+    assert_eq!(ok(&report, "exec"), 3, "{}", text(&out));
+}
+
+#[test]
+fn refusals_are_counted_by_kind_and_fail_the_run() {
+    let dev = Dev::start();
+    let other = tempfile::tempdir().expect("tempdir");
+    let key =
+        testkit::keys::KeyPair::generate(other.path(), "stranger", testkit::keys::KeyType::Ed25519);
+    let out = Command::new(LOADTEST)
+        .args([
+            "connect",
+            "--target",
+            &dev.ssh,
+            "--progress",
+            "off",
+            "-n",
+            "3",
+            "-c",
+            "1",
+        ])
+        .args(["--login", "demo@01ac8894", "--key"])
+        .arg(&key.private)
+        .output()
+        .expect("connect-loadtest");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("3  login: authentication refused"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn non_loopback_targets_are_refused_unless_allowed() {
+    let out = Command::new(LOADTEST)
+        .args([
+            "connect",
+            "--target",
+            "192.0.2.1:22",
+            "--login",
+            "x",
+            "--key",
+        ])
+        .arg(Path::new("/nonexistent"))
+        .output()
+        .expect("connect-loadtest");
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+    let out = Command::new(LOADTEST)
+        .args([
+            "idle",
+            "--sessions",
+            "100000",
+            "--login",
+            "x",
+            "--key",
+            "/nonexistent",
+        ])
+        .output()
+        .expect("connect-loadtest");
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("file descriptors"),
+        "{}",
+        text(&out)
+    );
+}
