@@ -39,6 +39,37 @@ fn exec_exit_code_and_separate_stderr() {
 }
 
 #[test]
+fn many_commands_over_one_connection_are_not_refused() {
+    // Each command's channel is closed by the Studio when the command
+    // exits (a russh client, unlike OpenSSH, never closes first). Those
+    // closes must free the connection's channel slots, or a long-lived
+    // connection is refused every channel after the limit's worth of
+    // commands. connect-loadtest's bulk workers keep one connection and
+    // open a channel per transfer: 8 transfers against a limit of 3.
+    let mut p = Platform::start(Setup::default());
+    p.studio_env
+        .push(("CONNECT_CLIENT_MAX_CHANNELS", "3".to_owned()));
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &[], true);
+    let out = Command::new(testkit::bin("connect-loadtest"))
+        .args(["bulk", "--progress", "off", "-c", "1", "-n", "8"])
+        .args(["--bytes", "1KiB", "--direction", "down", "--target"])
+        .arg(format!("127.0.0.1:{}", p.ssh_port))
+        .args(["--login", &format!("alice@{SESSION}"), "--key"])
+        .arg(&key.private)
+        .output()
+        .expect("connect-loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        // Success means all 8 verified with no error (--max-error-ratio 0).
+        out.status.success() && stdout.contains("errors: none"),
+        "{}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn hundred_thousand_lines_of_stdin() {
     let (_p, ssh) = alice();
     let input: String = (1..=100_000).map(|i| format!("line {i}\n")).collect();

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::handler::OpenGuard;
 use crate::relay::relay;
 
 /// How long a `direct-tcpip` connect may take before the open fails.
@@ -24,9 +25,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most `tcpip-forward` listeners one connection may hold.
 const MAX_LISTENERS: usize = 64;
 
-/// Connects to `host:port` in the background and relays the channel to it.
-pub fn direct_tcpip(channel: Channel<Msg>, host: String, port: u32, reply: ChannelOpenHandle) {
+/// Connects to `host:port` in the background and relays the channel to it;
+/// `guard` counts the channel as open until the relay ends.
+pub fn direct_tcpip(
+    channel: Channel<Msg>,
+    host: String,
+    port: u32,
+    reply: ChannelOpenHandle,
+    guard: OpenGuard,
+) {
     tokio::spawn(async move {
+        let _guard = guard;
         let Ok(port) = u16::try_from(port) else {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return;

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -27,8 +27,62 @@ pub struct Connection {
     sessions: HashMap<ChannelId, SessionSetup>,
     /// Invariant: the client-opened channels not yet closed; its size is
     /// what `max_channels` limits.
-    open: HashSet<ChannelId>,
+    open: OpenChannels,
     forwards: Forwards,
+}
+
+/// The client-opened channels not yet closed, shared with the tasks that
+/// serve them. A channel leaves when the client closes it
+/// ([`channel_close`](russh::server::Handler::channel_close)) or when the
+/// task serving it ends: russh does not call `channel_close` for a close
+/// the Studio started (a command that exited), so without the task's
+/// [`OpenGuard`] every finished command would hold a slot until the
+/// connection's limit refused all new channels.
+#[derive(Clone, Default)]
+pub struct OpenChannels(Arc<Mutex<HashSet<ChannelId>>>);
+
+impl OpenChannels {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<ChannelId>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.set().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set().is_empty()
+    }
+
+    pub fn contains(&self, id: ChannelId) -> bool {
+        self.set().contains(&id)
+    }
+
+    fn remove(&self, id: ChannelId) {
+        self.set().remove(&id);
+    }
+
+    /// Counts `id` as open until the returned guard is dropped.
+    fn insert(&self, id: ChannelId) -> OpenGuard {
+        self.set().insert(id);
+        OpenGuard {
+            id,
+            open: self.clone(),
+        }
+    }
+}
+
+/// Held by the task serving one channel; the channel stops counting as
+/// open when it is dropped.
+pub struct OpenGuard {
+    id: ChannelId,
+    open: OpenChannels,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open.remove(self.id);
+    }
 }
 
 impl Connection {
@@ -42,7 +96,7 @@ impl Connection {
             peer,
             env,
             sessions: HashMap::new(),
-            open: HashSet::new(),
+            open: OpenChannels::default(),
             forwards: Forwards::default(),
         }
     }
@@ -58,17 +112,19 @@ impl Connection {
         crate::auth::check(self.shared.accepted(), user, self.peer, key)
     }
 
-    /// Counts a new client channel; false (and a refusal) past the limit.
-    fn admit(&mut self, channel: &Channel<Msg>) -> bool {
+    /// Counts a new client channel; `None` (and a refusal) past the limit.
+    fn admit(&mut self, channel: &Channel<Msg>) -> Option<OpenGuard> {
+        // Setups of channels whose task has ended are done with.
+        let open = &self.open;
+        self.sessions.retain(|id, _| open.contains(*id));
         if self.open.len() >= self.shared.max_channels {
             info!(
                 limit = self.shared.max_channels,
                 "channel refused: too many open channels"
             );
-            return false;
+            return None;
         }
-        self.open.insert(channel.id());
-        true
+        Some(self.open.insert(channel.id()))
     }
 
     fn reply(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), SessionError> {
@@ -136,12 +192,12 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.admit(&channel) {
+        let Some(guard) = self.admit(&channel) else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
-        }
+        };
         let id = channel.id();
-        let setup = SessionSetup::open(channel, self.shared.clone(), session.handle());
+        let setup = SessionSetup::open(channel, self.shared.clone(), session.handle(), guard);
         self.sessions.insert(id, setup);
         reply.accept().await;
         Ok(())
@@ -157,16 +213,22 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.admit(&channel) {
+        let Some(guard) = self.admit(&channel) else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
-        }
+        };
         debug!(
             host = host_to_connect,
             port = port_to_connect,
             "direct-tcpip"
         );
-        forward::direct_tcpip(channel, host_to_connect.to_owned(), port_to_connect, reply);
+        forward::direct_tcpip(
+            channel,
+            host_to_connect.to_owned(),
+            port_to_connect,
+            reply,
+            guard,
+        );
         Ok(())
     }
 
@@ -175,7 +237,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.open.remove(&channel);
+        self.open.remove(channel);
         self.sessions.remove(&channel);
         Ok(())
     }

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::agent::AgentSocket;
+use crate::handler::OpenGuard;
 use crate::process::{self, PtyRequest, RunningProcess, Spawn};
 use crate::server::Shared;
 
@@ -58,10 +59,19 @@ pub struct SessionSetup {
 }
 
 impl SessionSetup {
-    /// Spawns the channel task and returns the handler's half.
-    pub fn open(channel: Channel<Msg>, shared: Arc<Shared>, handle: Handle) -> Self {
+    /// Spawns the channel task (which holds `guard` until it ends) and
+    /// returns the handler's half.
+    pub fn open(
+        channel: Channel<Msg>,
+        shared: Arc<Shared>,
+        handle: Handle,
+        guard: OpenGuard,
+    ) -> Self {
         let (starts, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(channel, rx, shared, handle));
+        tokio::spawn(async move {
+            run(channel, rx, shared, handle).await;
+            drop(guard);
+        });
         Self {
             starts,
             pty: None,

@@ -27,6 +27,8 @@ pub struct Platform {
     /// A separately started connect-control, when not embedded.
     pub control: Option<Process>,
     pub known_hosts: PathBuf,
+    /// Extra environment of the Studios started from now on.
+    pub studio_env: Vec<(&'static str, String)>,
     studios: Vec<Process>,
 }
 
@@ -108,6 +110,7 @@ impl Platform {
             control_url,
             control,
             known_hosts,
+            studio_env: Vec::new(),
             studios: Vec::new(),
         }
     }
@@ -165,7 +168,8 @@ impl Platform {
             .env("CONNECT_CLIENT_SSH_ADDR", "127.0.0.1:0")
             .env("CONNECT_CLIENT_CONTROL_URL", &self.control_url)
             .env("CONNECT_CLIENT_SESSION_ID", id)
-            .env("CONNECT_CLIENT_TOKEN", token);
+            .env("CONNECT_CLIENT_TOKEN", token)
+            .envs(self.studio_env.iter().map(|(k, v)| (k, v)));
         let mut p = Process::spawn(cmd);
         p.wait_for_msg("registered with the control plane", START);
         self.studios.push(p);
