@@ -123,6 +123,11 @@ struct Common {
     /// Live progress: a redrawn line on a terminal, plain lines otherwise.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     progress: ProgressMode,
+    /// Measure the process `[NAME=]PID` (e.g. the proxy under test): its
+    /// CPU seconds over the run (with reaped children) and per login, and
+    /// for idle, its memory and descriptors per session; repeatable.
+    #[arg(long, global = true, value_name = "[NAME=]PID")]
+    watch: Vec<String>,
     /// Exit 0 even if up to this fraction of operations failed.
     #[arg(long, global = true, default_value_t = 0.0)]
     max_error_ratio: f64,
@@ -153,9 +158,6 @@ enum Scenario {
         /// none, channel, shell or exec:COMMAND.
         #[arg(long, default_value = "channel")]
         request: idle::Request,
-        /// Sample the memory and descriptors of `[NAME=]PID`; repeatable.
-        #[arg(long, value_name = "[NAME=]PID")]
-        watch: Vec<String>,
     },
     /// Keystroke round trips through a pty.
     Interactive {
@@ -290,11 +292,12 @@ fn run(args: Args) -> Result<ExitCode> {
             })
         }
     };
-    if let Scenario::Idle { watch, .. } = &args.scenario {
-        for w in watch {
-            parse_watch(w).map_err(anyhow::Error::msg)?;
-        }
-    }
+    let watch = c
+        .watch
+        .iter()
+        .map(|w| parse_watch(w))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let nofile = raise_nofile();
     let open = args.scenario.max_open(c);
     // One socket per session (the jump host's; the inner leg is a channel),
@@ -397,12 +400,16 @@ fn run(args: Args) -> Result<ExitCode> {
         "scenario_args": format!("{:?}", args.scenario),
     });
 
+    let cpu_before: Vec<_> = watch
+        .iter()
+        .map(|w| loadtest::procfs::cpu(w.pid).unwrap_or_default())
+        .collect();
     let progress = Progress::start(c.progress, rec.clone());
     let grace = c.op_timeout + Duration::from_secs(10);
     let scenario = args.scenario;
     let concurrency = c.concurrency;
     let costs = runtime.block_on(async {
-        let work = tokio::spawn(drive(ctx.clone(), scenario, concurrency));
+        let work = tokio::spawn(drive(ctx.clone(), scenario, concurrency, watch.clone()));
         let abort = work.abort_handle();
         let stopper = {
             let ctx = ctx.clone();
@@ -429,12 +436,33 @@ fn run(args: Args) -> Result<ExitCode> {
         costs
     });
     progress.finish();
+    let cpu = watch_cpu(&watch, &cpu_before);
 
     let mut meta = meta_knobs;
     meta["idle_cost"] = json!(costs);
     meta["error_examples"] = json!(ctx.examples());
-    let report = rec.finish(meta);
+    let mut report = rec.finish(meta);
+    let logins = report.ops.get("login").map_or(0, |o| o.ok);
+    let cpu: Vec<_> = cpu
+        .into_iter()
+        .map(|(w, cpu_s)| {
+            let per_login_us = (logins > 0).then(|| cpu_s * 1e6 / logins as f64);
+            json!({ "name": w.name, "pid": w.pid, "cpu_s": cpu_s, "cpu_us_per_login": per_login_us })
+        })
+        .collect();
+    report.meta["watch_cpu"] = json!(cpu);
     print!("{}", report.table());
+    for w in &cpu {
+        println!(
+            "{} (pid {}): {:.2} CPU-s during the run{}",
+            w["name"].as_str().unwrap_or_default(),
+            w["pid"],
+            w["cpu_s"].as_f64().unwrap_or(0.0),
+            w["cpu_us_per_login"]
+                .as_f64()
+                .map_or(String::new(), |us| format!(", {us:.0} µs per login")),
+        );
+    }
     for cost in &costs {
         println!(
             "{} (pid {}): {} sessions held; RSS {} → {} KiB ({}), fds {} → {} ({})",
@@ -498,7 +526,12 @@ fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn drive(ctx: Arc<Ctx>, scenario: Scenario, concurrency: usize) -> Vec<idle::Cost> {
+async fn drive(
+    ctx: Arc<Ctx>,
+    scenario: Scenario,
+    concurrency: usize,
+    watch: Vec<idle::Watch>,
+) -> Vec<idle::Cost> {
     let command = |c: String| (!c.is_empty()).then_some(c);
     match scenario {
         Scenario::Connect { command: cmd } => {
@@ -516,9 +549,7 @@ async fn drive(ctx: Arc<Ctx>, scenario: Scenario, concurrency: usize) -> Vec<idl
             sessions,
             hold,
             request,
-            watch,
         } => {
-            let watch = watch.iter().filter_map(|w| parse_watch(w).ok()).collect();
             idle::run(
                 ctx,
                 idle::Params {
@@ -629,6 +660,20 @@ fn parse_watch(text: &str) -> Result<idle::Watch, String> {
         return Err(format!("--watch {text:?}: no process {pid} is running"));
     }
     Ok(idle::Watch { name, pid })
+}
+
+/// CPU seconds each watched process spent since `before`, its reaped
+/// children included (sshd forks per connection: waits up to 5 s for them).
+fn watch_cpu(watch: &[idle::Watch], before: &[loadtest::procfs::Cpu]) -> Vec<(idle::Watch, f64)> {
+    watch
+        .iter()
+        .zip(before)
+        .map(|(w, before)| {
+            loadtest::procfs::wait_children_reaped(w.pid, Duration::from_secs(5));
+            let after = loadtest::procfs::cpu(w.pid).unwrap_or_default();
+            (w.clone(), after.minus(before).with_children())
+        })
+        .collect()
 }
 
 /// Raises the soft descriptor limit to the hard one; returns the limit.
