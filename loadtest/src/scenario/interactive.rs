@@ -64,10 +64,10 @@ async fn typing(ctx: &Ctx, p: &Params, conn: &crate::client::Conn) -> Result<(),
                 .channel_open_session()
                 .await
                 .map_err(|e| Failure::russh("channel open", &e))?;
-            ch.request_pty(false, "xterm", 80, 24, 0, 0, &[])
+            ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
                 .await
                 .map_err(|e| Failure::russh("pty", &e))?;
-            ch.exec(false, p.command.as_str())
+            ch.exec(true, p.command.as_str())
                 .await
                 .map_err(|e| Failure::russh("exec", &e))?;
             Ok(ch)
