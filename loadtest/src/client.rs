@@ -212,6 +212,8 @@ pub struct Jump {
     pub addr: SocketAddr,
     pub login: String,
     pub key: Arc<PrivateKey>,
+    /// The jump leg's algorithms (the inner leg uses the connector's).
+    pub config: Arc<client::Config>,
 }
 
 /// Opens authenticated connections to one target.

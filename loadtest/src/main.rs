@@ -84,6 +84,8 @@ struct Common {
     #[arg(long, global = true)]
     cipher: Option<String>,
     /// Key exchange, e.g. curve25519-sha256 (default: russh's preference).
+    /// With --jump it is the jump leg's, the leg a gateway terminates; the
+    /// inner leg keeps russh's order, as connect-proxy's Studio leg does.
     #[arg(long, global = true)]
     kex: Option<String>,
     /// Concurrent workers (sessions, for idle: logins in flight).
@@ -155,7 +157,8 @@ enum Scenario {
         /// How long all sessions stay open once every one was tried.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         hold: Duration,
-        /// none, channel, shell or exec:COMMAND.
+        /// connection (no channel), channel (a session channel, no request),
+        /// shell, or exec:COMMAND.
         #[arg(long, default_value = "channel")]
         request: idle::Request,
     },
@@ -289,6 +292,10 @@ fn run(args: Args) -> Result<ExitCode> {
                 addr,
                 login: login.to_owned(),
                 key: client::load_key(key_path)?,
+                config: client::client_config(&Algorithms {
+                    cipher: c.cipher.clone(),
+                    kex: c.kex.clone(),
+                })?,
             })
         }
     };
@@ -313,7 +320,7 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     let config = client::client_config(&Algorithms {
         cipher: c.cipher.clone(),
-        kex: c.kex.clone(),
+        kex: if jump.is_some() { None } else { c.kex.clone() },
     })?;
 
     let threads = c
@@ -436,12 +443,14 @@ fn run(args: Args) -> Result<ExitCode> {
         costs
     });
     progress.finish();
-    let cpu = watch_cpu(&watch, &cpu_before);
 
     let mut meta = meta_knobs;
     meta["idle_cost"] = json!(costs);
     meta["error_examples"] = json!(ctx.examples());
     let mut report = rec.finish(meta);
+    // After the report: waiting for reaped children must not stretch the
+    // run's elapsed time (and every rate with it).
+    let cpu = watch_cpu(&watch, &cpu_before);
     let logins = report.ops.get("login").map_or(0, |o| o.ok);
     let cpu: Vec<_> = cpu
         .into_iter()

@@ -21,8 +21,8 @@ use crate::procfs;
 /// What each idle session asks for after logging in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Nothing: an authenticated connection.
-    None,
+    /// No channel: an authenticated connection.
+    Connection,
     /// A session channel and nothing on it.
     Channel,
     /// A session channel running a shell (no pty).
@@ -36,13 +36,13 @@ impl std::str::FromStr for Request {
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "none" => Ok(Self::None),
+            "connection" => Ok(Self::Connection),
             "channel" => Ok(Self::Channel),
             "shell" => Ok(Self::Shell),
             _ => match s.strip_prefix("exec:") {
                 Some(cmd) if !cmd.is_empty() => Ok(Self::Exec(cmd.to_owned())),
                 _ => Err(format!(
-                    "{s:?}: expected none, channel, shell or exec:COMMAND"
+                    "{s:?}: expected connection, channel, shell or exec:COMMAND"
                 )),
             },
         }
@@ -184,7 +184,7 @@ async fn open(ctx: &Ctx, request: &Request) -> Option<Held> {
             let login = ctx.logins.next().clone();
             let conn = ctx.connector.connect(&login.name, login.key).await?;
             let channel = match request {
-                Request::None => None,
+                Request::Connection => None,
                 _ => {
                     let mut ch = conn
                         .handle
@@ -268,13 +268,17 @@ mod tests {
 
     #[test]
     fn requests_parse_and_bad_ones_say_what_is_expected() {
-        assert_eq!("none".parse(), Ok(Request::None));
+        assert_eq!("connection".parse(), Ok(Request::Connection));
+        assert!("none".parse::<Request>().is_err());
         assert_eq!("shell".parse(), Ok(Request::Shell));
         assert_eq!(
             "exec:sleep 600".parse(),
             Ok(Request::Exec("sleep 600".into()))
         );
         let e = "exec:".parse::<Request>().unwrap_err();
-        assert!(e.contains("none, channel, shell or exec:COMMAND"), "{e}");
+        assert!(
+            e.contains("connection, channel, shell or exec:COMMAND"),
+            "{e}"
+        );
     }
 }
