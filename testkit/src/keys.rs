@@ -8,6 +8,7 @@ pub enum KeyType {
     Ed25519,
     Ecdsa,
     Rsa2048,
+    Rsa4096,
 }
 
 /// A key pair on disk.
@@ -30,6 +31,7 @@ impl KeyPair {
             KeyType::Ed25519 => cmd.args(["-t", "ed25519"]),
             KeyType::Ecdsa => cmd.args(["-t", "ecdsa"]),
             KeyType::Rsa2048 => cmd.args(["-t", "rsa", "-b", "2048"]),
+            KeyType::Rsa4096 => cmd.args(["-t", "rsa", "-b", "4096"]),
         };
         let out = cmd
             .args(["-N", "", "-q", "-C", name, "-f"])
