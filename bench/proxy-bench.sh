@@ -9,6 +9,7 @@
 #   bench/proxy-bench.sh                       # everything, ~30 min on 2 vCPU
 #   bench/proxy-bench.sh --only throughput --rounds 5
 #   bench/proxy-bench.sh --only idle --idle 1000 --idle-rounds 1
+#   bench/proxy-bench.sh --only interactive --rounds 3
 #
 # SKIP_BUILD=1 uses the binaries already in target/release.
 set -euo pipefail
@@ -19,7 +20,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 snap=$(mktemp -d "${TMPDIR:-/tmp}/connect-proxy-bench.XXXXXX")
-bins=(connect-proxy connect-client connect-control proxy-bench conn-rate idle-sessions)
+bins=(connect-proxy connect-client connect-control connect-loadtest proxy-bench)
 for b in "${bins[@]}"; do
     cp "target/release/$b" "$snap/"
 done
@@ -30,8 +31,9 @@ if [ -x /usr/sbin/sshd ] && [ ! -d /run/sshd ] && [ "$(id -u)" -eq 0 ]; then
     chmod 0755 /run/sshd
 fi
 
-# 10,000 idle sessions need ~10,000 descriptors in the client and in each
-# proxy process (two sockets per session, 5,000 sessions per proxy).
+# 10,000 idle sessions need ~10,000 descriptors in the proxies (two sockets
+# per session, 5,000 sessions per proxy process) and ~5,000 in each
+# connect-loadtest (one per proxy process).
 ulimit -n "$(ulimit -Hn)"
 
 status=0

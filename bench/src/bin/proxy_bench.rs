@@ -7,16 +7,22 @@
 //!    (download: `head -c BYTES /dev/zero`; upload: `head -c BYTES >/dev/null`
 //!    fed from /dev/zero), and the proxy's CPU seconds per GiB;
 //! 2. new connections per second and the proxy's CPU per connection
-//!    (`conn-rate`: handshake, auth, upstream, `exec true`, close);
-//! 3. memory per idle proxied session (`idle-sessions`), at each `--idle`
-//!    count, split over several proxy processes of at most
-//!    `--idle-per-proxy` sessions each (the fd limit).
+//!    (`connect-loadtest connect`: handshake, auth, upstream, `exec true`,
+//!    close);
+//! 3. keystroke round trips through a pty running `cat`
+//!    (`connect-loadtest interactive`), and the proxy's CPU per keystroke;
+//! 4. memory per idle proxied session (`connect-loadtest idle`), at each
+//!    `--idle` count, split over several proxy processes of at most
+//!    `--idle-per-proxy` sessions each (the fd limit), one load generator
+//!    per proxy process, all holding their sessions at once.
 //!
 //! CPU is read from `/proc/<pid>/stat` (utime + stime) of the process under
 //! test; sshd's per-connection processes are counted through the master's
-//! reaped-children times. Everything is written to `--out` (JSON) and a
-//! markdown summary next to it. Run it through `bench/proxy-bench.sh`,
-//! which builds and snapshots the binaries first.
+//! reaped-children times (or, while they live, by walking its process
+//! tree). Everything is written to `--out` (JSON) and a markdown summary
+//! next to it; each load-generator run leaves its JSON report and output in
+//! the work directory. Run it through `bench/proxy-bench.sh`, which builds
+//! and snapshots the binaries first.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -46,8 +52,8 @@ const TARGET_KIB_PER_SESSION: f64 = 32.0;
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
-    /// Where connect-proxy, connect-client, connect-control, conn-rate and
-    /// idle-sessions are (default: next to this program).
+    /// Where connect-proxy, connect-client, connect-control and
+    /// connect-loadtest are (default: next to this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     #[arg(long, default_value = "bench/results/latest.json")]
@@ -64,7 +70,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,connrate,idle"
+        default_value = "throughput,connrate,interactive,idle"
     )]
     only: Vec<String>,
     /// `CONNECT_IO` values compared.
@@ -105,8 +111,11 @@ struct Args {
     idle_per_proxy: usize,
     #[arg(long, default_value_t = 2000)]
     idle_per_studio: usize,
-    /// What each idle session runs: `none`, `shell`, `exec:COMMAND`.
-    #[arg(long, default_value = "none")]
+    /// What each idle session holds (connect-loadtest's `--request`):
+    /// `channel` (a session channel with no request on it, the figure
+    /// published so far), `connection` (an authenticated connection only),
+    /// `shell`, `exec:COMMAND`.
+    #[arg(long, default_value = "channel")]
     idle_request: String,
     #[arg(long, default_value_t = 64)]
     idle_concurrency: usize,
@@ -121,6 +130,18 @@ struct Args {
         default_value = "default,MIMALLOC_ALLOW_THP=0"
     )]
     idle_variants: Vec<String>,
+    /// Interactive sessions typing at once.
+    #[arg(long, default_value_t = 16)]
+    interactive_concurrency: usize,
+    /// Pause between keystrokes (connect-loadtest's `--think`).
+    #[arg(long, default_value = "20ms")]
+    interactive_think: String,
+    /// Seconds each interactive run lasts; its proxy CPU is read from
+    /// second 3 to one second before the end (all sessions up).
+    #[arg(long, default_value_t = 10)]
+    interactive_duration: u64,
+    #[arg(long, default_value = "cat")]
+    interactive_command: String,
     /// Spread client connections over this many 127.0.0.x addresses.
     #[arg(long, default_value_t = 1)]
     sources: u32,
@@ -239,40 +260,91 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs a command to completion within `limit`; returns (status, stdout).
-fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> Result<(i32, String, String)> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("{what}: {cmd:?}"))?;
-    let mut out = child.stdout.take().context("stdout")?;
-    let mut err = child.stderr.take().context("stderr")?;
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut out, &mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
+/// A helper program running with its output collected.
+/// Killed (by its own pid) if dropped unfinished.
+struct Running {
+    what: String,
+    child: Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command, what: &str) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{what}: {cmd:?}"))?;
+        let mut out = child.stdout.take().context("stdout")?;
+        let mut err = child.stderr.take().context("stderr")?;
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
+        Ok(Self {
+            what: what.to_owned(),
+            child,
+            out: Some(out),
+            err: Some(err),
+        })
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until `deadline` (then kills it); returns (status, stdout,
+    /// stderr).
+    fn finish(mut self, deadline: Instant) -> Result<(i32, String, String)> {
+        let status = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("{}: killed at its deadline", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let joined = |t: Option<std::thread::JoinHandle<String>>| {
+            t.and_then(|t| t.join().ok()).unwrap_or_default()
+        };
+        let out = joined(self.out.take());
+        let err = joined(self.err.take());
+        Ok((status.code().unwrap_or(-1), out, err))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what}: killed after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = out_t.join().unwrap_or_default();
-    let err = err_t.join().unwrap_or_default();
-    Ok((status.code().unwrap_or(-1), out, err))
+    }
+}
+
+/// CPU seconds of `root` and of every process under it, each with its
+/// reaped children. sshd's per-connection processes live as long as their
+/// sessions: while sessions are held, the master's reaped-children times
+/// do not have them yet.
+fn tree_cpu(root: u32) -> f64 {
+    let mut total = 0.0;
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        total += procfs::cpu(pid).map(|c| c.with_children()).unwrap_or(0.0);
+        todo.extend(procfs::children(pid));
+    }
+    total
 }
 
 fn ssh_keygen(path: &Path) -> Result<String> {
@@ -338,6 +410,8 @@ struct Bench {
     sshd: Option<(Proc, u16)>,
     login: String,
     proxies_started: usize,
+    /// connect-loadtest runs so far (numbers their report files).
+    loadtest_runs: usize,
     /// Problems seen along the way (crashes, failed steps, log warnings).
     incidents: Vec<Value>,
 }
@@ -404,8 +478,7 @@ impl Bench {
             "connect-proxy",
             "connect-client",
             "connect-control",
-            "conn-rate",
-            "idle-sessions",
+            "connect-loadtest",
         ] {
             if !bin.join(b).exists() {
                 bail!(
@@ -476,6 +549,7 @@ impl Bench {
             sshd: None,
             login,
             proxies_started: 0,
+            loadtest_runs: 0,
             incidents: Vec::new(),
         };
         b.api(
@@ -718,9 +792,9 @@ impl Bench {
     fn transfer(&mut self, proxy: Option<&Proxy>, cipher: &str, direction: &str) -> Result<Value> {
         let bytes = self.args.bytes;
         // Upload: exactly BYTES then EOF from a local `head`, counted by a
-        // remote `wc -c`. (Not an endless stdin with a remote `head -c`:
-        // a command exiting while the user still sends hangs the proxy,
-        // see docs/benchmarks.md.)
+        // remote `wc -c`, so the Studio's count checks the transfer. (A
+        // command exiting while the user still sends used to hang the
+        // proxy; fixed in 1cfa958, see docs/benchmarks.md.)
         let remote = match direction {
             "down" => format!("head -c {bytes} /dev/zero"),
             "up" => "wc -c".to_owned(),
@@ -861,58 +935,232 @@ impl Bench {
         }))
     }
 
-    fn conn_rate(&mut self, proxy: Option<&Proxy>, kex: &str) -> Result<Value> {
-        let mut cmd = Command::new(self.bin.join("conn-rate"));
-        cmd.args(["--count", &self.args.conn_count.to_string()])
-            .args(["--concurrency", &self.args.conn_concurrency.to_string()])
-            .args(["--command", &self.args.conn_command])
-            .args(["--kex", kex])
+    /// A connect-loadtest command for `scenario`; its JSON report goes to
+    /// the returned path, a new file in the work directory.
+    fn loadtest(&mut self, scenario: &str) -> (Command, PathBuf) {
+        self.loadtest_runs += 1;
+        let json = self.dir.join(format!(
+            "loadtest-{:03}-{scenario}.json",
+            self.loadtest_runs
+        ));
+        let mut cmd = Command::new(self.bin.join("connect-loadtest"));
+        // Failed operations are read from the report, not the exit status.
+        cmd.arg(scenario)
+            .args(["--progress", "off", "--max-error-ratio", "1"])
             .args(["--sources", &self.args.sources.to_string()])
-            .arg("--key")
-            .arg(&self.user_key)
-            .args([
-                "--measure",
-                &format!("studio={}", self.studios[0].proc.pid()),
-            ]);
+            .arg("--json")
+            .arg(&json);
+        (cmd, json)
+    }
+
+    /// Points a connect-loadtest command at `proxy`, as `bench@SESSION`
+    /// for the first `studios` Studios (round-robin); or, with no proxy,
+    /// through sshd as a jump host to the first Studio (the user key on
+    /// sshd, the proxy's key on the Studio, as `ssh -J` would). Returns the
+    /// pid of the process under test.
+    fn aim(&self, cmd: &mut Command, proxy: Option<&Proxy>, studios: usize) -> Result<u32> {
         match proxy {
             Some(p) => {
-                cmd.args([
-                    "--mode",
-                    "proxy",
-                    "--addr",
-                    &format!("127.0.0.1:{}", p.port),
-                ])
-                .args(["--login", &format!("{USER}@{}", self.studios[0].session)])
-                .args(["--measure", &format!("proxy={}", p.proc.pid())]);
+                cmd.args(["--target", &format!("127.0.0.1:{}", p.port)]);
+                for s in &self.studios[..studios.clamp(1, self.studios.len())] {
+                    cmd.args(["--login", &format!("{USER}@{}", s.session)]);
+                }
+                cmd.arg("--key").arg(&self.user_key);
+                Ok(p.proc.pid())
             }
             None => {
                 let (sshd, port) = self.sshd.as_ref().context("sshd")?;
-                cmd.args(["--mode", "jump", "--addr", &format!("127.0.0.1:{port}")])
-                    .args(["--login", &self.login])
-                    .args(["--target", &self.studios[0].addr, "--target-login", USER])
-                    .arg("--target-key")
-                    .arg(&self.proxy_key)
-                    .args(["--measure", &format!("proxy={}", sshd.pid())]);
+                cmd.args(["--jump", &format!("{}@127.0.0.1:{port}", self.login)])
+                    .arg("--jump-key")
+                    .arg(&self.user_key)
+                    .args(["--target", &self.studios[0].addr, "--login", USER])
+                    .arg("--key")
+                    .arg(&self.proxy_key);
+                Ok(sshd.pid())
             }
         }
-        let (code, out, err) = run_bounded(
-            cmd,
-            Duration::from_secs(self.args.step_timeout),
-            "conn-rate",
-        )?;
-        if code != 0 {
-            bail!("conn-rate exited {code}: {}", tail(&err, 10));
-        }
-        let v: Value =
-            serde_json::from_str(out.lines().last().unwrap_or("")).context("conn-rate output")?;
-        if v["failed"].as_u64().unwrap_or(0) > 0 {
-            let detail = format!(
-                "conn-rate: {} of {} failed: {}",
-                v["failed"], v["count"], v["errors"]
+    }
+
+    /// The report of a finished connect-loadtest run (its output is kept
+    /// next to it). No report is an error; failed operations and a
+    /// non-zero exit are incidents of `section`.
+    fn loadtest_report(
+        &mut self,
+        section: &str,
+        json: &Path,
+        (code, out, err): (i32, String, String),
+    ) -> Result<Value> {
+        std::fs::write(json.with_extension("log"), format!("{out}\n{err}"))?;
+        let Ok(text) = std::fs::read_to_string(json) else {
+            bail!(
+                "connect-loadtest exited {code} without a report: {}",
+                tail(&err, 10)
             );
+        };
+        let report: Value =
+            serde_json::from_str(&text).with_context(|| json.display().to_string())?;
+        if code != 0 {
+            self.incident(
+                section,
+                format!("connect-loadtest exited {code}: {}", tail(&err, 5)),
+            );
+        }
+        if report["errors"].as_object().is_some_and(|e| !e.is_empty()) {
+            let detail = format!(
+                "{}: {}; first of each kind: {}",
+                json.display(),
+                report["errors"],
+                report["meta"]["error_examples"]
+            );
+            self.incident(section, detail);
+        }
+        Ok(report)
+    }
+
+    fn conn_rate(&mut self, proxy: Option<&Proxy>, kex: &str) -> Result<Value> {
+        let limit = Duration::from_secs(self.args.step_timeout);
+        let concurrency = self.args.conn_concurrency.to_string();
+        // Warm-up, not measured: the first connections pay for one-off
+        // set-up in every process.
+        let (mut warm, warm_json) = self.loadtest("connect");
+        self.aim(&mut warm, proxy, 1)?;
+        warm.args(["-n", "20", "-c", &concurrency, "--duration", "120s"])
+            .args(["--command", &self.args.conn_command, "--kex", kex]);
+        let run = Running::spawn(warm, "connect-loadtest connect (warm-up)")?
+            .finish(Instant::now() + Duration::from_secs(180))?;
+        let warm = self.loadtest_report("connrate", &warm_json, run)?;
+        if warm["ops"]["login"]["ok"].as_u64().unwrap_or(0) == 0 {
+            bail!("every warm-up connection failed: {}", warm["errors"]);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+
+        let (mut cmd, json) = self.loadtest("connect");
+        let pid = self.aim(&mut cmd, proxy, 1)?;
+        let name = if proxy.is_some() { "proxy" } else { "sshd" };
+        procfs::wait_children_reaped(pid, Duration::from_secs(5));
+        let count = self.args.conn_count;
+        cmd.args(["-n", &count.to_string(), "-c", &concurrency])
+            .args(["--command", &self.args.conn_command, "--kex", kex])
+            .args(["--duration", &format!("{}s", limit.as_secs())])
+            .args(["--watch", &format!("{name}={pid}")])
+            .args(["--watch", &format!("studio={}", self.studios[0].proc.pid())]);
+        let run = Running::spawn(cmd, "connect-loadtest connect")?
+            .finish(Instant::now() + limit + Duration::from_secs(60))?;
+        let report = self.loadtest_report("connrate", &json, run)?;
+        // A connection is whole when its command's exit status came back.
+        let op = if self.args.conn_command.is_empty() {
+            "login"
+        } else {
+            "exec"
+        };
+        let ok = report["ops"][op]["ok"].as_u64().unwrap_or(0);
+        let seconds = report["elapsed_s"].as_f64().unwrap_or(f64::NAN);
+        if ok < count {
+            let detail = format!("connect-loadtest: {ok} of {count} connections completed");
             self.incident("connrate", detail);
         }
-        Ok(v)
+        let watched = |i: usize| {
+            let w = &report["meta"]["watch_cpu"][i];
+            json!({ "pid": w["pid"], "total_s": w["cpu_s"], "us_per_conn": w["cpu_us_per_login"] })
+        };
+        Ok(json!({
+            "mode": if proxy.is_some() { "proxy" } else { "jump" },
+            "kex": kex,
+            "command": self.args.conn_command,
+            "concurrency": self.args.conn_concurrency,
+            "count": count,
+            "ok": ok,
+            "failed": count.saturating_sub(ok),
+            "errors": report["errors"],
+            "seconds": seconds,
+            "conn_per_s": ok as f64 / seconds,
+            "latency_ms": {
+                "login": report["ops"]["login"]["latency_ms"],
+                "exec": report["ops"]["exec"]["latency_ms"],
+            },
+            "cpu": { "proxy": watched(0), "studio": watched(1) },
+            "report": json,
+        }))
+    }
+
+    /// Keystroke round trips through a pty; the CPU of the process under
+    /// test is read while every session is up and typing.
+    fn interactive(&mut self, proxy: Option<&Proxy>) -> Result<Value> {
+        let duration = self.args.interactive_duration.max(1);
+        let (mut cmd, json) = self.loadtest("interactive");
+        let pid = self.aim(&mut cmd, proxy, 1)?;
+        let name = if proxy.is_some() { "proxy" } else { "sshd" };
+        cmd.args(["-c", &self.args.interactive_concurrency.to_string()])
+            .args(["--think", &self.args.interactive_think])
+            .args(["--command", &self.args.interactive_command])
+            .args(["--duration", &format!("{duration}s")])
+            .args(["--watch", &format!("{name}={pid}")]);
+        // From second 3 (the logins are done) to one second before the end
+        // (none has stopped typing); the whole run if that is too short.
+        let (from, to) = if duration >= 6 {
+            (3, duration - 1)
+        } else {
+            (0, 0)
+        };
+        let started = Instant::now();
+        let mut run = Running::spawn(cmd, "connect-loadtest interactive")?;
+        let mut window = None;
+        if to > from {
+            let at = |s: u64| started + Duration::from_secs(s);
+            std::thread::sleep(at(from).saturating_duration_since(Instant::now()));
+            let cpu0 = tree_cpu(pid);
+            std::thread::sleep(at(to).saturating_duration_since(Instant::now()));
+            if !run.exited() {
+                window = Some(tree_cpu(pid) - cpu0);
+            }
+        }
+        let run = run.finish(started + Duration::from_secs(duration + 120))?;
+        let report = self.loadtest_report("interactive", &json, run)?;
+        let keystroke = &report["ops"]["keystroke"];
+        let run_cpu = report["meta"]["watch_cpu"][0]["cpu_s"].as_f64();
+        // Keystrokes in the window: the timeline's seconds [from, to).
+        let (in_window, logins_in_window) = report["timeline"]
+            .as_array()
+            .map(|ticks| {
+                ticks
+                    .iter()
+                    .filter(|t| {
+                        let end = t["t"].as_f64().unwrap_or(0.0);
+                        end - 1.0 >= from as f64 - 1e-9 && end <= to as f64 + 1e-9
+                    })
+                    .fold((0, 0), |(k, l), t| {
+                        (
+                            k + t["ops"]["keystroke"]["count"].as_u64().unwrap_or(0),
+                            l + t["ops"]["login"]["count"].as_u64().unwrap_or(0),
+                        )
+                    })
+            })
+            .unwrap_or((0, 0));
+        let (cpu_s, keystrokes) = match window {
+            Some(cpu) => (Some(cpu), in_window),
+            None => (run_cpu, keystroke["ok"].as_u64().unwrap_or(0)),
+        };
+        let per_1000 = match cpu_s {
+            Some(cpu) if keystrokes > 0 => cpu * 1000.0 / keystrokes as f64,
+            _ => f64::NAN,
+        };
+        Ok(json!({
+            "concurrency": self.args.interactive_concurrency,
+            "think": self.args.interactive_think,
+            "command": self.args.interactive_command,
+            "duration_s": duration,
+            "keystrokes": keystroke["ok"],
+            "keystrokes_per_s": keystroke["per_s"],
+            "keystroke_ms": keystroke["latency_ms"],
+            "errors": report["errors"],
+            "cpu_window_s": [from, to],
+            "cpu_window_keystrokes": keystrokes,
+            "logins_in_window": logins_in_window,
+            "proxy_cpu_s": cpu_s,
+            "proxy_cpu_s_per_1000_keystrokes": per_1000,
+            "proxy_cpu_s_whole_run": run_cpu,
+            "report": json,
+        }))
     }
 
     fn idle(&mut self, io: &str, count: usize, variant: &str) -> Result<Value> {
@@ -923,38 +1171,13 @@ impl Bench {
             .min(self.studios.len());
         let proxies = self.start_proxies_with(io, nproxies, variant)?;
         let backend = proxies[0].backend.clone();
-        let mut cmd = Command::new(self.bin.join("idle-sessions"));
-        cmd.args(["--count", &count.to_string()])
-            .args(["--concurrency", &self.args.idle_concurrency.to_string()])
-            .args(["--request", &self.args.idle_request])
-            .args(["--hold", &self.args.idle_hold.to_string()])
-            .args(["--sources", &self.args.sources.to_string()])
-            .arg("--key")
-            .arg(&self.user_key);
-        for p in &proxies {
-            cmd.args(["--addr", &format!("127.0.0.1:{}", p.port)])
-                .args(["--pid", &p.proc.pid().to_string()]);
-        }
-        for s in &self.studios[..nstudios] {
-            cmd.args(["--login", &format!("{USER}@{}", s.session)])
-                .args(["--studio-pid", &s.proc.pid().to_string()]);
-        }
-        let result = run_bounded(
-            cmd,
-            Duration::from_secs(self.args.step_timeout),
-            "idle-sessions",
-        );
+        let result = self.idle_on(&proxies, count, nstudios);
         let alive: Vec<bool> = proxies
             .iter()
             .map(|p| procfs::alive(p.proc.pid()))
             .collect();
         self.stop_proxies(proxies, "idle");
-        let (code, out, err) = result?;
-        if code != 0 {
-            bail!("idle-sessions exited {code}: {}", tail(&err, 10));
-        }
-        let mut v: Value = serde_json::from_str(out.lines().last().unwrap_or(""))
-            .context("idle-sessions output")?;
+        let mut v = result?;
         v["proxies"] = json!(nproxies);
         v["studios"] = json!(nstudios);
         v["backend"] = json!(backend);
@@ -964,6 +1187,214 @@ impl Bench {
             self.incident("idle", detail);
         }
         Ok(v)
+    }
+
+    /// `count` idle sessions over `proxies`: one connect-loadtest per proxy
+    /// process (a load generator has one target), all started together so
+    /// every session is held at once, each spreading its sessions over the
+    /// first `studios` Studios. The load generators measure RSS and fds per
+    /// session; this samples the rest from `/proc` while they run.
+    fn idle_on(&mut self, proxies: &[Proxy], count: usize, studios: usize) -> Result<Value> {
+        let settle = Duration::from_secs(3);
+        let limit = Duration::from_secs(self.args.step_timeout);
+        let request = self.args.idle_request.clone();
+        let pids: Vec<u32> = proxies.iter().map(|p| p.proc.pid()).collect();
+        let studio_pids: Vec<u32> = self.studios[..studios]
+            .iter()
+            .map(|s| s.proc.pid())
+            .collect();
+
+        // Warm-up: a few sessions per proxy opened and closed, so one-off
+        // allocations are not counted.
+        for p in proxies {
+            let (mut cmd, json) = self.loadtest("idle");
+            self.aim(&mut cmd, Some(p), studios)?;
+            cmd.args(["--sessions", "4", "-c", "4", "--hold", "0s"])
+                .args(["--request", &request, "--duration", "120s"]);
+            let run = Running::spawn(cmd, "connect-loadtest idle (warm-up)")?
+                .finish(Instant::now() + Duration::from_secs(180))?;
+            let warm = self.loadtest_report("idle", &json, run)?;
+            if warm["ops"]["session"]["ok"].as_u64().unwrap_or(0) == 0 {
+                bail!(
+                    "every warm-up session failed: {}",
+                    warm["meta"]["error_examples"]
+                );
+            }
+        }
+        std::thread::sleep(settle);
+
+        let started = Instant::now();
+        let base = IdleSample::take(started, &pids, &studio_pids);
+        let concurrency = self.args.idle_concurrency.div_ceil(proxies.len()).max(1);
+        let mut runs = Vec::new();
+        for (i, p) in proxies.iter().enumerate() {
+            let n = count / proxies.len() + usize::from(i < count % proxies.len());
+            let (mut cmd, json) = self.loadtest("idle");
+            self.aim(&mut cmd, Some(p), studios)?;
+            cmd.args(["--sessions", &n.to_string(), "-c", &concurrency.to_string()])
+                .args(["--hold", &format!("{}s", self.args.idle_hold)])
+                .args(["--request", &request])
+                .args(["--duration", &format!("{}s", limit.as_secs())])
+                .args(["--watch", &format!("proxy={}", p.proc.pid())]);
+            runs.push((Running::spawn(cmd, "connect-loadtest idle")?, json));
+        }
+        let deadline = started + limit + Duration::from_secs(60);
+        let mut samples = Vec::new();
+        while runs.iter_mut().any(|(r, _)| !r.exited()) && Instant::now() < deadline {
+            samples.push(IdleSample::take(started, &pids, &studio_pids));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let mut reports = Vec::new();
+        for (run, json) in runs {
+            let finished = run.finish(deadline)?;
+            reports.push((self.loadtest_report("idle", &json, finished)?, json));
+        }
+        std::thread::sleep(settle);
+        let after = IdleSample::take(started, &pids, &studio_pids);
+
+        // What the load generators measured (before their first login, and
+        // once all their sessions were open).
+        let costs: Vec<&Value> = reports
+            .iter()
+            .map(|(r, _)| &r["meta"]["idle_cost"][0])
+            .collect();
+        let total = |field: &str| -> i64 { costs.iter().filter_map(|c| c[field].as_i64()).sum() };
+        let held = total("sessions_held");
+        let rss_delta = total("rss_kib_held") - total("rss_kib_before");
+        let fds_delta = total("fds_held") - total("fds_before");
+        let failed: u64 = reports
+            .iter()
+            .map(|(r, _)| r["ops"]["session"]["errors"].as_u64().unwrap_or(0))
+            .sum();
+        let per = |x: f64| if held > 0 { x / held as f64 } else { f64::NAN };
+
+        // The moment all sessions were held: the middle of the run of
+        // samples with the most proxy descriptors open.
+        let fds_at = |s: &IdleSample| s.proxies.iter().map(|p| p.fds).sum::<usize>();
+        let max_fds = samples.iter().map(fds_at).max().unwrap_or(0);
+        let tolerance = 2 * pids.len();
+        let full: Vec<&IdleSample> = samples
+            .iter()
+            .filter(|s| fds_at(s) + tolerance >= max_fds)
+            .collect();
+        let up = full.get(full.len() / 2).copied().unwrap_or(&base);
+        let open_seconds = full.first().map_or(f64::NAN, |s| s.t);
+        let anon_delta = up.anon_kib() as i64 - base.anon_kib() as i64;
+        let studio_delta = up.studio_rss_kib as i64 - base.studio_rss_kib as i64;
+
+        // Idle CPU of each proxy over its own plateau (its descriptors at
+        // their peak), from one second in, summed over the proxies.
+        let mut idle_cpu_s = 0.0;
+        let mut idle_cpu_percent = 0.0;
+        for j in 0..pids.len() {
+            let peak = samples.iter().map(|s| s.proxies[j].fds).max().unwrap_or(0);
+            let plateau: Vec<&IdleSample> = samples
+                .iter()
+                .filter(|s| s.proxies[j].fds + 2 >= peak)
+                .collect();
+            let (Some(first), Some(last)) = (plateau.first(), plateau.last()) else {
+                idle_cpu_percent = f64::NAN;
+                continue;
+            };
+            let start = plateau
+                .iter()
+                .find(|s| s.t >= first.t + 1.0)
+                .unwrap_or(first);
+            let seconds = last.t - start.t;
+            let cpu = last.proxies[j].cpu_s - start.proxies[j].cpu_s;
+            idle_cpu_s += cpu;
+            idle_cpu_percent += if seconds > 0.5 {
+                cpu * 100.0 / seconds
+            } else {
+                f64::NAN
+            };
+        }
+
+        Ok(json!({
+            "count": count,
+            "open": held,
+            "failed": failed,
+            "errors": reports.iter().map(|(r, _)| r["errors"].clone()).collect::<Vec<_>>(),
+            "request": request,
+            "open_seconds": open_seconds,
+            "proxy": {
+                "base": base.proxies_json(),
+                "up": up.proxies_json(),
+                "after_close": after.proxies_json(),
+                "idle_cost": costs,
+                "rss_delta_kib": rss_delta,
+                "kib_per_session": per(rss_delta as f64),
+                "anon_kib_per_session": per(anon_delta as f64),
+                "fds_delta": fds_delta,
+                "rss_after_close_minus_base_kib": after.rss_kib() as i64 - base.rss_kib() as i64,
+                "fds_after_close_minus_base": fds_at(&after) as i64 - fds_at(&base) as i64,
+                "idle_cpu_s": idle_cpu_s,
+                "idle_cpu_percent": idle_cpu_percent,
+            },
+            "studio": {
+                "base_rss_kib": base.studio_rss_kib,
+                "up_rss_kib": up.studio_rss_kib,
+                "kib_per_session": per(studio_delta as f64),
+            },
+            "samples": samples.len(),
+            "reports": reports.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+/// One reading of an idle run's proxies and Studios.
+struct IdleSample {
+    /// Seconds since the load generators started.
+    t: f64,
+    proxies: Vec<ProcSample>,
+    studio_rss_kib: u64,
+}
+
+struct ProcSample {
+    cpu_s: f64,
+    mem: procfs::Mem,
+    fds: usize,
+}
+
+impl IdleSample {
+    fn take(started: Instant, proxies: &[u32], studios: &[u32]) -> Self {
+        Self {
+            t: started.elapsed().as_secs_f64(),
+            proxies: proxies
+                .iter()
+                .map(|&pid| ProcSample {
+                    cpu_s: procfs::cpu(pid).map(|c| c.own()).unwrap_or(0.0),
+                    mem: procfs::mem(pid).unwrap_or_default(),
+                    fds: procfs::fds(pid),
+                })
+                .collect(),
+            studio_rss_kib: studios
+                .iter()
+                .map(|&pid| procfs::mem(pid).map(|m| m.rss_kib).unwrap_or(0))
+                .sum(),
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.proxies.iter().map(|p| p.mem.rss_kib).sum()
+    }
+
+    fn anon_kib(&self) -> u64 {
+        self.proxies.iter().map(|p| p.mem.rss_anon_kib).sum()
+    }
+
+    fn proxies_json(&self) -> Value {
+        json!(
+            self.proxies
+                .iter()
+                .map(|p| json!({
+                    "rss_kib": p.mem.rss_kib,
+                    "rss_anon_kib": p.mem.rss_anon_kib,
+                    "fds": p.fds,
+                    "cpu_s": p.cpu_s,
+                }))
+                .collect::<Vec<_>>()
+        )
     }
 }
 
@@ -1103,21 +1534,23 @@ fn summarize(results: &Value) -> (Value, String) {
             "/conn_per_s",
             "/cpu/proxy/us_per_conn",
             "/cpu/studio/us_per_conn",
-            "/latency_ms/p50",
-            "/latency_ms/p99",
+            "/latency_ms/login/p50",
+            "/latency_ms/login/p99",
+            "/latency_ms/exec/p50",
+            "/latency_ms/exec/p99",
         ];
         let meds: Vec<_> = fields.iter().map(|f| group_median(rows, key, f)).collect();
         md.push_str(
             "### New connections (handshake + auth + upstream + `exec true` + close; medians)\n\n",
         );
-        md.push_str("| user-leg kex | system | conn/s (whole platform on 2 vCPU) | proxy CPU µs/conn | target | capacity at 100% of 2 cores | Studio CPU µs/conn | p50 / p99 ms | runs |\n|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| user-leg kex | system | conn/s (whole platform on 2 vCPU) | proxy CPU µs/conn | target | capacity at 100% of 2 cores | Studio CPU µs/conn | login p50 / p99 ms | exec p50 / p99 ms | runs |\n|---|---|---|---|---|---|---|---|---|---|\n");
         let mut out = Vec::new();
         for (k, (rate, n)) in &meds[0] {
             let parts: Vec<&str> = k.split('|').collect();
             let us = meds[1].get(k).map(|x| x.0).unwrap_or(f64::NAN);
             let studio = meds[2].get(k).map(|x| x.0).unwrap_or(f64::NAN);
-            let p50 = meds[3].get(k).map(|x| x.0).unwrap_or(f64::NAN);
-            let p99 = meds[4].get(k).map(|x| x.0).unwrap_or(f64::NAN);
+            let get = |i: usize| meds[i].get(k).map(|x| x.0).unwrap_or(f64::NAN);
+            let (login50, login99, exec50, exec99) = (get(3), get(4), get(5), get(6));
             let target = if parts[1].starts_with("connect-proxy") {
                 format!(
                     "≤ {TARGET_US_PER_CONN} {}",
@@ -1132,13 +1565,45 @@ fn summarize(results: &Value) -> (Value, String) {
             };
             let capacity = 2.0e6 / us;
             md.push_str(&format!(
-                "| {} | {} | {rate:.0} | {us:.0} | {target} | {capacity:.0}/s | {studio:.0} | {p50:.1} / {p99:.1} | {n} |\n",
+                "| {} | {} | {rate:.0} | {us:.0} | {target} | {capacity:.0}/s | {studio:.0} | {login50:.1} / {login99:.1} | {exec50:.1} / {exec99:.1} | {n} |\n",
                 parts[0], parts[1]
             ));
-            out.push(json!({ "kex": parts[0], "system": parts[1], "conn_per_s": rate, "proxy_us_per_conn": us, "studio_us_per_conn": studio, "p50_ms": p50, "p99_ms": p99, "runs": n }));
+            out.push(json!({ "kex": parts[0], "system": parts[1], "conn_per_s": rate, "proxy_us_per_conn": us, "studio_us_per_conn": studio, "login_p50_ms": login50, "login_p99_ms": login99, "exec_p50_ms": exec50, "exec_p99_ms": exec99, "runs": n }));
         }
         md.push('\n');
         summary.insert("connrate".into(), Value::Array(out));
+    }
+
+    // Keystrokes.
+    let rows = results["interactive"].as_array().unwrap_or(&empty);
+    if !rows.is_empty() {
+        let key = |r: &Value| r["system"].as_str().unwrap_or("").to_owned();
+        let fields = [
+            "/keystroke_ms/p50",
+            "/keystroke_ms/p99",
+            "/keystrokes_per_s",
+            "/proxy_cpu_s_per_1000_keystrokes",
+        ];
+        let meds: Vec<_> = fields.iter().map(|f| group_median(rows, key, f)).collect();
+        let first = &rows[0];
+        md.push_str(&format!(
+            "### Keystroke round trips ({} sessions typing into `{}` through a pty, {} between keystrokes; medians)\n\n",
+            first["concurrency"],
+            first["command"].as_str().unwrap_or(""),
+            first["think"].as_str().unwrap_or("")
+        ));
+        md.push_str("| system | p50 ms | p99 ms | keystrokes/s | proxy CPU-s per 1,000 keystrokes | runs |\n|---|---|---|---|---|---|\n");
+        let mut out = Vec::new();
+        for (k, (p50, n)) in &meds[0] {
+            let get = |i: usize| meds[i].get(k).map(|x| x.0).unwrap_or(f64::NAN);
+            let (p99, rate, cpu) = (get(1), get(2), get(3));
+            md.push_str(&format!(
+                "| {k} | {p50:.2} | {p99:.2} | {rate:.0} | {cpu:.3} | {n} |\n"
+            ));
+            out.push(json!({ "system": k, "p50_ms": p50, "p99_ms": p99, "keystrokes_per_s": rate, "proxy_cpu_s_per_1000_keystrokes": cpu, "runs": n }));
+        }
+        md.push('\n');
+        summary.insert("interactive".into(), Value::Array(out));
     }
 
     // Idle sessions.
@@ -1205,6 +1670,7 @@ fn main() -> Result<()> {
         "meta": meta(&args, &bench.bin),
         "throughput": [],
         "connrate": [],
+        "interactive": [],
         "idle": [],
     });
     let openssh = bench.sshd.is_some();
@@ -1248,7 +1714,7 @@ fn main() -> Result<()> {
         }
     }
 
-    if wants("throughput") || wants("connrate") {
+    if wants("throughput") || wants("connrate") || wants("interactive") {
         for round in 0..args.rounds {
             for sys in order(round, &usable, openssh) {
                 let proxies = match &sys {
@@ -1310,12 +1776,33 @@ fn main() -> Result<()> {
                         }
                     }
                 }
+                if wants("interactive") {
+                    eprintln!("round {round}: {name} keystrokes");
+                    match bench.interactive(proxy) {
+                        Ok(mut v) => {
+                            v["round"] = json!(round);
+                            v["system"] = json!(name);
+                            eprintln!(
+                                "   p50 {:.2} ms, p99 {:.2} ms, {:.3} CPU-s per 1,000 keystrokes",
+                                pointer_f64(&v, "/keystroke_ms/p50").unwrap_or(f64::NAN),
+                                pointer_f64(&v, "/keystroke_ms/p99").unwrap_or(f64::NAN),
+                                pointer_f64(&v, "/proxy_cpu_s_per_1000_keystrokes")
+                                    .unwrap_or(f64::NAN)
+                            );
+                            results["interactive"]
+                                .as_array_mut()
+                                .context("array")?
+                                .push(v);
+                        }
+                        Err(e) => bench.incident("interactive", format!("{name}: {e:#}")),
+                    }
+                }
                 if let Some(p) = proxies {
                     let alive = procfs::alive(p[0].proc.pid());
                     if !alive {
                         bench.incident("proxy", format!("{name} died during the round"));
                     }
-                    bench.stop_proxies(p, "throughput/connrate");
+                    bench.stop_proxies(p, "rounds");
                 }
                 save(&results, &bench)?;
             }
