@@ -314,7 +314,7 @@ fn run(args: Args) -> Result<ExitCode> {
     {
         bail!(
             "{open} sessions need about {} file descriptors and this process may open {limit}; \
-             run several connect-loadtest processes (e.g. with --sources on different 127.x ranges)",
+             run several connect-loadtest processes (--sources spreads each over 127.0.0.1..N)",
             open + 64
         );
     }
