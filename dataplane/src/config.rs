@@ -57,6 +57,9 @@ pub struct Config {
     pub max_channels: usize,
     pub handshake_timeout: Duration,
     pub management_port: u16,
+    /// Where the management port listens: every interface (Prometheus
+    /// scrapes it from the cluster); loopback for `--dev`.
+    pub management_ip: std::net::IpAddr,
     pub log_level: LogLevel,
     pub control: Control,
     pub cores: usize,
@@ -174,6 +177,7 @@ impl Config {
             max_channels,
             handshake_timeout,
             management_port,
+            management_ip: std::net::IpAddr::from([0, 0, 0, 0]),
             log_level: env
                 .parse::<LogLevel>("CONNECT_LOG_LEVEL")?
                 .unwrap_or(LogLevel::Info),

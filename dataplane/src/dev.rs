@@ -93,7 +93,9 @@ fn setup() -> Result<i32, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let config = Config::from_env(proxy_env).map_err(|e| e.to_string())?;
+    let mut config = Config::from_env(proxy_env).map_err(|e| e.to_string())?;
+    // A local system: nothing of it listens beyond this machine by default.
+    config.management_ip = std::net::IpAddr::from([127, 0, 0, 1]);
     let port = config.ssh_addr.port();
 
     let admin = token()?;

@@ -167,10 +167,10 @@ pub fn start(config: Config, options: Options) -> Result<Running, RunError> {
     };
 
     let management = handle
-        .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
-            [0, 0, 0, 0],
+        .block_on(tokio::net::TcpListener::bind(SocketAddr::new(
+            config.management_ip,
             config.management_port,
-        ))))
+        )))
         .map_err(|e| ConfigError::new("CONNECT_MANAGEMENT_PORT", format!("cannot listen: {e}")))?;
     let management_addr = management
         .local_addr()

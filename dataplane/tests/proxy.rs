@@ -650,18 +650,28 @@ fn dev_mode_prints_an_ssh_line_that_works_as_pasted() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
+        let mut management = None;
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
+            if line.contains("(management ") {
+                management = Some(line.clone());
+            }
             if line.starts_with("ssh ") {
-                let _ = tx.send(line);
+                let _ = tx.send((line, management.take()));
             }
         }
     });
-    let line = rx
+    let (line, management) = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("an ssh line on stdout");
+    // A local system listens on loopback only, management included.
+    let management = management.expect("the management address is printed");
+    assert!(
+        management.contains("(management http://127.0.0.1:"),
+        "{management}"
+    );
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("{line} -o BatchMode=yes 'echo pasted and working'"))
