@@ -9,6 +9,8 @@
 //! - [`client`]: the russh client (source address, cipher, key exchange,
 //!   jump host);
 //! - [`target`]: where connections go and from which source addresses;
+//! - [`logins`] and [`provision`]: who logs in, and users and sessions
+//!   created for a run through the control plane's API;
 //! - [`scenario`]: connect, idle, interactive, bulk, churn, mixed.
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod failure;
 pub mod logins;
 pub mod plot;
 pub mod procfs;
+pub mod provision;
 pub mod report;
 pub mod scenario;
 pub mod target;

@@ -1,6 +1,5 @@
-//! Who connects: logins given on the command line or in a file, or users
-//! created for the run through the control plane's API (a fresh ed25519
-//! key each, added as members of existing sessions).
+//! Who connects: logins given on the command line or in a file (users
+//! created for the run are [`crate::provision`]'s).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use ring::rand::{SecureRandom, SystemRandom};
 use russh::keys::PrivateKey;
 use russh::keys::ssh_key::private::Ed25519Keypair;
-use serde_json::{Value, json};
 
 /// One identity to log in as: `user@session` for connect-proxy, a plain
 /// user name for other SSH servers.
@@ -120,103 +118,6 @@ pub fn generate_key() -> Result<PrivateKey> {
     let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     key.set_comment("connect-loadtest");
     Ok(key)
-}
-
-/// What to create through the control plane's API.
-#[derive(Debug, Clone)]
-pub struct Provision {
-    /// `http://HOST:PORT` of connect-control (or of `connect-proxy --dev`).
-    pub url: String,
-    pub admin_token: String,
-    /// Users to create: `PREFIX-0001`, ...
-    pub users: usize,
-    pub prefix: String,
-    /// Existing sessions the users become members of (round-robin).
-    pub sessions: Vec<String>,
-}
-
-/// Creates the users with one key each, adds them to the sessions, and
-/// returns their logins (`PREFIX-0001@SESSION`, ...). Idempotent: running
-/// it again adds another key to each user and leaves membership as is.
-pub async fn provision(p: &Provision) -> Result<Vec<Login>> {
-    if p.sessions.is_empty() {
-        bail!(
-            "--provision-users needs --provision-sessions ID[,ID...]: the sessions the users will log in to"
-        );
-    }
-    let http = reqwest::Client::new();
-    let base = p.url.trim_end_matches('/');
-    let mut logins = Vec::with_capacity(p.users);
-    let mut members: Vec<Vec<String>> = vec![Vec::new(); p.sessions.len()];
-    for i in 0..p.users {
-        let user = format!("{}-{:04}", p.prefix, i + 1);
-        let key = generate_key()?;
-        let public = key
-            .public_key()
-            .to_openssh()
-            .context("encoding a public key")?;
-        let resp = http
-            .post(format!("{base}/v1/users/{user}/keys"))
-            .bearer_auth(&p.admin_token)
-            .json(&json!({ "key": public }))
-            .send()
-            .await
-            .with_context(|| format!("POST {base}/v1/users/{user}/keys"))?;
-        api_ok(resp, &format!("adding a key for {user}")).await?;
-        let s = i % p.sessions.len();
-        members[s].push(user.clone());
-        logins.push(Login {
-            name: format!("{user}@{}", p.sessions[s]),
-            key: Arc::new(key),
-        });
-    }
-    for (session, new) in p.sessions.iter().zip(members) {
-        if new.is_empty() {
-            continue;
-        }
-        let url = format!("{base}/v1/sessions/{session}");
-        let resp = http
-            .get(&url)
-            .bearer_auth(&p.admin_token)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let current = api_ok(resp, &format!("reading session {session}")).await?;
-        let mut all: Vec<Value> = current["members"].as_array().cloned().unwrap_or_default();
-        for user in new {
-            if !all.iter().any(|m| m.as_str() == Some(&user)) {
-                all.push(Value::String(user));
-            }
-        }
-        let body = json!({
-            "workspaceId": current["workspaceId"],
-            "owner": current["owner"],
-            "members": all,
-            "sshEnabled": current["sshEnabled"],
-        });
-        let resp = http
-            .put(&url)
-            .bearer_auth(&p.admin_token)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("PUT {url}"))?;
-        api_ok(resp, &format!("adding members to session {session}")).await?;
-    }
-    Ok(logins)
-}
-
-async fn api_ok(resp: reqwest::Response, doing: &str) -> Result<Value> {
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let why = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        bail!("{doing}: the control plane answered {status}: {why}");
-    }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use loadtest::client::{self, Algorithms, Connector, HostKey, Jump};
-use loadtest::logins::{self, Logins, Provision};
+use loadtest::logins::{self, Logins};
+use loadtest::provision::{self, Api, Provision};
 use loadtest::report::Recorder;
 use loadtest::scenario::{Bounds, Ctx, bulk, churn, connect, idle, interactive, mixed};
 use loadtest::target::{self, Sources};
@@ -65,6 +66,15 @@ struct Common {
     /// (or CONNECT_LOADTEST_ADMIN_TOKEN).
     #[arg(long, global = true, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Create this many sessions for the run, served by the Studio of the
+    /// first --provision-sessions session (its endpoint and host key) and
+    /// kept alive with heartbeats; the provisioned users log in to them.
+    #[arg(long, global = true, default_value_t = 0)]
+    provision_new_sessions: usize,
+    /// Leave provisioned users, keys, memberships and sessions in place
+    /// (by default they are removed when the run ends).
+    #[arg(long, global = true)]
+    keep_provisioned: bool,
     /// Sessions the provisioned users become members of.
     #[arg(long, global = true, value_delimiter = ',', value_name = "ID,...")]
     provision_sessions: Vec<String>,
@@ -334,7 +344,7 @@ fn run(args: Args) -> Result<ExitCode> {
         .context("starting the runtime")?;
 
     let mut list = logins::from_args(&c.logins, c.logins_file.as_deref(), c.key.as_deref())?;
-    if c.provision_users > 0 {
+    let provisioned = if c.provision_users > 0 || c.provision_new_sessions > 0 {
         let url = c
             .control_url
             .clone()
@@ -349,22 +359,28 @@ fn run(args: Args) -> Result<ExitCode> {
                 "--provision-users needs --admin-token-file or CONNECT_LOADTEST_ADMIN_TOKEN",
             )?,
         };
+        let api = Api::new(&url, &admin_token);
         let provision = Provision {
             url,
             admin_token,
             users: c.provision_users,
             prefix: c.provision_prefix.clone(),
             sessions: c.provision_sessions.clone(),
+            new_sessions: c.provision_new_sessions,
         };
-        let created = runtime.block_on(logins::provision(&provision))?;
+        let done = runtime.block_on(provision::provision(&api, &provision))?;
         eprintln!(
-            "created {} users through the control plane; waiting for the proxy to see them",
-            created.len()
+            "created through the control plane: {}; waiting for the proxy to see them",
+            done.summary()
         );
-        list.extend(created);
-        // The proxy learns of new keys over its watch stream (milliseconds).
+        list.extend(done.logins.iter().cloned());
+        // The proxy learns of changes over its watch stream (milliseconds).
         std::thread::sleep(Duration::from_millis(500));
-    }
+        let heartbeats = runtime.block_on(async { provision::keep_alive(&api, &done) });
+        Some((api, done, heartbeats))
+    } else {
+        None
+    };
     let logins = Logins::new(list)?;
 
     let bounds = Bounds {
@@ -413,6 +429,7 @@ fn run(args: Args) -> Result<ExitCode> {
         .collect();
     let progress = Progress::start(c.progress, rec.clone());
     let grace = c.op_timeout + Duration::from_secs(10);
+    let keep_provisioned = c.keep_provisioned;
     let scenario = args.scenario;
     let concurrency = c.concurrency;
     let costs = runtime.block_on(async {
@@ -443,10 +460,23 @@ fn run(args: Args) -> Result<ExitCode> {
         costs
     });
     progress.finish();
+    if let Some((api, done, heartbeats)) = &provisioned {
+        if let Some(h) = heartbeats {
+            h.abort();
+        }
+        if keep_provisioned {
+            eprintln!("kept what was provisioned (--keep-provisioned)");
+        } else {
+            runtime.block_on(provision::cleanup(api, done));
+        }
+    }
 
     let mut meta = meta_knobs;
     meta["idle_cost"] = json!(costs);
     meta["error_examples"] = json!(ctx.examples());
+    meta["provisioned"] = provisioned
+        .as_ref()
+        .map_or(serde_json::Value::Null, |(_, done, _)| done.summary());
     let mut report = rec.finish(meta);
     // After the report: waiting for reaped children must not stretch the
     // run's elapsed time (and every rate with it).

@@ -297,6 +297,66 @@ fn mixed_runs_everything_as_users_it_created_through_the_api() {
 }
 
 #[test]
+fn sessions_created_for_a_run_are_served_and_removed_afterwards() {
+    let dev = Dev::start();
+    let token_file = dev.dir.join("admin_token");
+    let (out, report) = dev.run(
+        "connect",
+        &[
+            "--provision-users",
+            "2",
+            "--provision-new-sessions",
+            "3",
+            "--provision-sessions",
+            "01ac8894",
+            "--provision-prefix",
+            "lt",
+            "--control-url",
+            &dev.control,
+            "--admin-token-file",
+            token_file.to_str().expect("utf-8"),
+            "-c",
+            "2",
+            "-n",
+            "6",
+        ],
+    );
+    assert_clean(&out, &report);
+    assert_eq!(ok(&report, "exec"), 6, "{}", text(&out));
+    assert_eq!(report["meta"]["provisioned"]["sessions_created"], 3);
+    // Logged in to the new sessions, not to the one whose Studio serves them.
+    assert_eq!(report["meta"]["logins"], 2);
+    // Afterwards: no key left for the users, no member added to 01ac8894.
+    let api = |path: &str| -> Value {
+        let text = testkit::sh(&format!(
+            "curl -sf -H \"Authorization: Bearer $(cat {})\" {}{path}",
+            token_file.display(),
+            dev.control
+        ));
+        serde_json::from_str(&text).expect("json")
+    };
+    assert_eq!(api("/v1/users/lt-0001/keys")["keys"], serde_json::json!([]));
+    assert_eq!(
+        api("/v1/sessions/01ac8894")["members"],
+        serde_json::json!([])
+    );
+    let created = report["meta"]["provisioned"]["sessions"]
+        .as_array()
+        .expect("created session ids")
+        .clone();
+    assert_eq!(created.len(), 3);
+    for id in created {
+        let status = testkit::sh(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' -H \"Authorization: Bearer $(cat {})\" {}/v1/sessions/{}",
+            token_file.display(),
+            dev.control,
+            id.as_str().expect("id")
+        ));
+        assert_eq!(status, "404", "session {id} was left behind");
+    }
+}
+
+#[test]
 fn a_jump_host_carries_the_inner_connection() {
     // connect-proxy is its own jump host here: the outer login's Studio
     // opens direct-tcpip back to the proxy, where the inner login lands.

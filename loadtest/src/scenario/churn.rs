@@ -38,9 +38,10 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) {
             if let Some(command) = &p.command {
                 exec(&ctx, &conn, command).await;
             }
+            // Held for `hold`, but not past the end of the run.
             tokio::select! {
                 _ = tokio::time::sleep(p.hold) => {}
-                _ = ctx.wait_stop() => {}
+                _ = ctx.wait_end() => {}
             }
             conn.close().await;
             ctx.rec.closed();
