@@ -18,6 +18,12 @@ struct Args {
 }
 
 fn main() {
+    // No transparent huge pages for this process: mimalloc marks its arenas
+    // MADV_HUGEPAGE, and with thousands of mostly idle sessions the 2 MiB
+    // pages cost ~50 KiB of RSS per session (a quarter of it) while bulk
+    // throughput does not depend on them (docs/benchmarks.md). Failure
+    // (a kernel without the prctl) changes nothing else.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let args = Args::parse();
     if args.dev {
         std::process::exit(dataplane::dev::run());
