@@ -49,6 +49,22 @@ fn setup() -> Result<i32, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| e.to_string())?;
+    // One --dev per directory: a second would rewrite the first's admin
+    // token, known_hosts and database under it. Held until exit.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|e| format!("{}: {e}", dir.join("lock").display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| {
+            format!(
+                "another connect-proxy --dev is running with {} (its ssh line still works); \
+                 stop it first, or give this one its own directory: TMPDIR=/some/dir connect-proxy --dev",
+                dir.display()
+            )
+        })?;
     let proxy_key = key_file(&dir.join("proxy_key"))?;
     let demo_key = key_file(&dir.join("demo_key"))?;
     let proxy_fp = crate::key::fingerprint(&proxy_key);

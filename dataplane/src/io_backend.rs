@@ -32,7 +32,7 @@ mod listener;
 mod probe;
 mod stream;
 
-pub use listener::{Acceptor, reuseport_listener};
+pub use listener::{Acceptor, ensure_unused, reuseport_listener};
 pub use probe::{ProbeError, probe};
 pub use stream::{Stream, connect};
 

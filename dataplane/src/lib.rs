@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use model::env::ConfigError;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -221,6 +221,19 @@ pub fn start(config: Config, options: Options) -> Result<Running, RunError> {
         });
     };
 
+    io_backend::ensure_unused(config.ssh_addr).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "something already listens there (another connect-proxy, or a stale one? \
+             it would silently get a share of the connections)"
+                .to_owned()
+        } else {
+            e.to_string()
+        };
+        ConfigError::new(
+            "CONNECT_SSH_ADDR",
+            format!("cannot listen on {}: {why}", config.ssh_addr),
+        )
+    })?;
     let first = io_backend::reuseport_listener(config.ssh_addr).map_err(|e| {
         ConfigError::new(
             "CONNECT_SSH_ADDR",
@@ -275,5 +288,5 @@ pub fn wait_for_shutdown(running: &Running) {
         }
         Ok::<(), std::io::Error>(())
     });
-    error!("shutting down");
+    info!("shutting down");
 }

@@ -70,6 +70,41 @@ fn many_commands_over_one_connection_are_not_refused() {
 }
 
 #[test]
+fn the_proxy_runs_without_transparent_huge_pages() {
+    // ~50 KiB of RSS per idle session otherwise (docs/benchmarks.md).
+    let p = Platform::start(Setup::default());
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", p.proxy.pid())).expect("status");
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
+}
+
+#[test]
+fn a_second_proxy_on_the_same_address_is_refused_not_silently_sharing() {
+    // Every core listens with SO_REUSEPORT, so a second process could join
+    // the port unnoticed and take a share of the users' connections.
+    let p = Platform::start(Setup::default());
+    let extra = vec![("CONNECT_SSH_ADDR", format!("127.0.0.1:{}", p.ssh_port))];
+    let setup = Setup {
+        extra,
+        ..Setup::default()
+    };
+    let mut second =
+        testkit::Process::spawn(platform::proxy_command(&p.dir, &p.proxy_key, &setup, None));
+    // Without the check it would start and serve: bounded wait, then fail.
+    let code = second.wait_exit(Duration::from_secs(30));
+    let stderr = second.lines().join("\n");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("CONNECT_SSH_ADDR") && stderr.contains("already listens"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn hundred_thousand_lines_of_stdin() {
     let (_p, ssh) = alice();
     let input: String = (1..=100_000).map(|i| format!("line {i}\n")).collect();
@@ -679,8 +714,31 @@ fn dev_mode_prints_an_ssh_line_that_works_as_pasted() {
         .stdin(Stdio::null())
         .output()
         .expect("sh");
+    // A second --dev in the same directory would rewrite the first's token
+    // and known_hosts under it: refused, and the first keeps working.
+    let mut second = Command::new(platform::PROXY_BIN);
+    second
+        .arg("--dev")
+        .env("TMPDIR", tmp.path())
+        .env("CONNECT_SSH_ADDR", "127.0.0.1:0");
+    let mut second = testkit::Process::spawn(second);
+    let code = second.wait_exit(Duration::from_secs(30));
+    let again = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{line} -o BatchMode=yes 'echo still working'"))
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh");
     let _ = dev.kill();
     let _ = dev.wait();
+    let stderr = second.lines().join("\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another connect-proxy --dev is running"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "still working\n");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "pasted and working\n",

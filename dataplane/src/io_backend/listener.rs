@@ -16,9 +16,9 @@ const BACKLOG: i32 = 4096;
 /// `SO_REUSEPORT`: every core binds its own on the same address.
 ///
 /// With port 0 each call gets a different port: bind the first, read its
-/// `local_addr`, and bind the others to that. Beware that any other process
-/// bound to the same port with `SO_REUSEPORT` (a stale instance) silently
-/// receives a share of the connections.
+/// `local_addr`, and bind the others to that. Any other process bound to
+/// the same port with `SO_REUSEPORT` (a stale instance) would silently
+/// receive a share of the connections: check [`ensure_unused`] first.
 pub fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -27,6 +27,19 @@ pub fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener>
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Fails with `AddrInUse` if anything listens on `addr` already, including
+/// a socket with `SO_REUSEPORT` that [`reuseport_listener`] would quietly
+/// join: this probe does not ask for port sharing, so the kernel refuses it.
+pub fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Connections of a previous run in TIME_WAIT do not count.
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
 }
 
 /// A core's listener. Accepted streams have `TCP_NODELAY` set.
