@@ -129,12 +129,16 @@ pub fn client_config(algorithms: &Algorithms) -> Result<Arc<client::Config>> {
 }
 
 pub fn load_key(path: &std::path::Path) -> Result<Arc<PrivateKey>> {
-    Ok(Arc::new(
-        russh::keys::load_secret_key(path, None)
-            .with_context(|| format!("loading {}", path.display()))?,
-    ))
+    let key = russh::keys::load_secret_key(path, None).map_err(|e| {
+        let hint = if path.extension().is_some_and(|x| x == "pub") {
+            " (this is the public half; pass the private key, without .pub)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{}: {e}{hint}", path.display())
+    })?;
+    Ok(Arc::new(key))
 }
-
 /// A TCP connection from `source` (port chosen by the kernel) to `addr`.
 pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<tokio::net::TcpStream> {
     Ok(tcp_from(addr, source).await?)
@@ -198,9 +202,15 @@ where
         .await
         .map_err(|e| Failure::russh("authentication", &e))?;
     if !auth.success() {
+        // The commonest slip against connect-proxy: a plain user name.
+        let hint = if login.contains('@') {
+            ""
+        } else {
+            " (connect-proxy logins are USER@SESSION, e.g. demo@01ac8894)"
+        };
         return Err(Failure::new(
             "authentication refused",
-            format!("the server refused the key for {login}"),
+            format!("the server refused the key for {login}{hint}"),
         ));
     }
     Ok(handle)

@@ -60,7 +60,9 @@ impl Logins {
 /// `--login NAME` (each with `--key`), and `--logins FILE` lines of
 /// `NAME [KEY_PATH]` (`#` comments; the key defaults to `--key`).
 pub fn from_args(names: &[String], file: Option<&Path>, key: Option<&Path>) -> Result<Vec<Login>> {
-    let default_key = key.map(crate::client::load_key).transpose()?;
+    let default_key = key
+        .map(|k| crate::client::load_key(k).context("--key"))
+        .transpose()?;
     let mut out = Vec::new();
     for name in names {
         let key = default_key

@@ -162,6 +162,7 @@ enum Scenario {
     },
     /// Open N sessions and hold them; measure --watch processes.
     Idle {
+        /// Sessions to open and hold.
         #[arg(long, default_value_t = 100)]
         sessions: usize,
         /// How long all sessions stay open once every one was tried.
@@ -322,10 +323,12 @@ fn run(args: Args) -> Result<ExitCode> {
     if let Some(limit) = nofile
         && open as u64 + 64 > limit
     {
+        let per = limit.saturating_sub(64).max(1) as usize;
         bail!(
             "{open} sessions need about {} file descriptors and this process may open {limit}; \
-             run several connect-loadtest processes (--sources spreads each over 127.0.0.1..N)",
-            open + 64
+             run {} connect-loadtest processes of at most {per} sessions each",
+            open + 64,
+            open.div_ceil(per)
         );
     }
     let config = client::client_config(&Algorithms {
@@ -790,7 +793,7 @@ fn line(p: &loadtest::report::Progress) -> String {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
     });
     format!(
-        "{:>6.1}s  ok {} ({:.0}/s, p99 {p99})  errors {}  open {}  {:.1} MiB",
+        "{:>6.1}s  operations {} ({:.0}/s, p99 {p99})  errors {}  open {}  {:.1} MiB",
         p.elapsed.as_secs_f64(),
         p.ok,
         p.ops_per_s,

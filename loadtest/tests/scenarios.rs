@@ -83,7 +83,7 @@ impl Dev {
             .arg(&json)
             .arg("--key")
             .arg(&key);
-        if !args.contains(&"--provision-users") {
+        if !args.contains(&"--provision-users") && !args.contains(&"--login") {
             cmd.args(["--login", "demo@01ac8894"]);
         }
         let out = cmd.args(args).output().expect("connect-loadtest");
@@ -398,6 +398,10 @@ fn refusals_are_counted_by_kind_and_fail_the_run() {
         stdout.contains("3  login: authentication refused"),
         "{stdout}"
     );
+    // A login without its session gets told what connect-proxy expects.
+    let (out, _) = dev.run("connect", &["-n", "1", "-c", "1", "--login", "demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("logins are USER@SESSION"), "{stdout}");
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) {
 /// One connection's life.
 pub async fn once(ctx: &Ctx, command: Option<&str>) {
     let Some(conn) = ctx.login().await else {
+        // Back off a little: a refused or unreachable target must not be
+        // hammered (and the report flooded) at CPU speed.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         return;
     };
     ctx.rec.opened();
