@@ -152,7 +152,8 @@ enum ProgressMode {
     Off,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
 enum Scenario {
     /// Short SSH lives back to back: login, `exec COMMAND`, disconnect.
     Connect {
@@ -423,7 +424,7 @@ fn run(args: Args) -> Result<ExitCode> {
         "threads": threads,
         "sources": ctx.connector.sources.len(),
         "logins": ctx.logins.len(),
-        "scenario_args": format!("{:?}", args.scenario),
+        "scenario_args": args.scenario,
     });
 
     let cpu_before: Vec<_> = watch

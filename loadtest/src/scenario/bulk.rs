@@ -20,7 +20,8 @@ const LINE: &[u8] = b"loadtest\n";
 /// A whole number of lines, ~32 KiB: one SSH data message.
 const CHUNK_LINES: usize = 3640;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     Down,
     Up,

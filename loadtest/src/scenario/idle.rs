@@ -19,7 +19,8 @@ use crate::failure::Failure;
 use crate::procfs;
 
 /// What each idle session asks for after logging in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// No channel: an authenticated connection.
     Connection,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Ctx, bulk, connect, idle, interactive};
 
 /// Relative numbers of workers per scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Mix {
     pub connect: u32,
     pub interactive: u32,
