@@ -205,7 +205,18 @@ async fn fill(api: &Api, p: &Provision, done: &mut Provisioned) -> Result<()> {
                     break id;
                 }
             };
-            let owner = &users[n % users.len()].0;
+            // Users log in to new session `i % new_sessions`: the first of
+            // them owns it, the others are members (with fewer users than
+            // sessions, owners repeat over the rest).
+            let mut assigned = users
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % p.new_sessions == n)
+                .map(|(_, (u, _))| u.clone());
+            let owner = assigned
+                .next()
+                .unwrap_or_else(|| users[n % users.len()].0.clone());
+            let members: Vec<String> = assigned.collect();
             let created = api
                 .call(
                     Method::PUT,
@@ -213,7 +224,7 @@ async fn fill(api: &Api, p: &Provision, done: &mut Provisioned) -> Result<()> {
                     Some(json!({
                         "workspaceId": template["workspaceId"],
                         "owner": owner,
-                        "members": [],
+                        "members": members,
                         "sshEnabled": true,
                     })),
                     &format!("creating session {id}"),
