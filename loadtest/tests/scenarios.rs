@@ -179,6 +179,10 @@ fn idle_holds_sessions_and_measures_the_watched_process() {
         .iter()
         .any(|t| t["samples"]["proxy rss_kib"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(sampled, "{report}");
+    // --count bounds the sessions opened.
+    let (out, report) = dev.run("idle", &["--sessions", "4", "-n", "2", "--hold", "0s"]);
+    assert_clean(&out, &report);
+    assert_eq!(ok(&report, "session"), 2, "{}", text(&out));
 }
 
 #[test]

@@ -104,7 +104,8 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Vec<Cost> {
                 let Ok(_permit) = slots.acquire().await else {
                     return;
                 };
-                if ctx.running() {
+                // live(), not running(): this session's budget is taken.
+                if ctx.live() {
                     open(&ctx, &request).await
                 } else {
                     None
