@@ -196,6 +196,11 @@ fn draw_latency(report: &Report, path: &Path) -> DrawResult {
     } else {
         (0.1, 10.0)
     };
+    // Headroom on the log axis for the legend (upper right, ~18 px a line)
+    // so that it does not cover the data.
+    let plot_height = f64::from(HEIGHT) - 100.0;
+    let legend = ((lines.len() as f64 * 18.0 + 20.0) / plot_height).min(0.6);
+    let hi = lo * ((hi / lo).ln() / (1.0 - legend)).exp();
 
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
