@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use platform::{Platform, Setup};
 use testkit::net::{echo_server, free_port, wait_connect};
-use testkit::{KeyPair, KeyType, Ssh, run, run_ok, sh};
+use testkit::{KeyPair, KeyType, Ssh, Tmux, run, run_ok, sh};
 
 const SESSION: &str = "01ac8894";
 
@@ -132,44 +132,15 @@ fn hundred_thousand_lines_of_stdin() {
 #[test]
 fn pty_shell_with_resize() {
     let (_p, ssh) = alice();
-    let socket = format!("connect-proxy-test-{}", std::process::id());
-    let opts: Vec<String> = ssh.options().iter().map(|o| format!("'{o}'")).collect();
-    let line = format!(
-        "ssh {} -tt -p {} {}",
-        opts.join(" "),
-        ssh.port,
-        ssh.destination()
-    );
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let wait = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let screen = tmux(&["capture-pane", "-p"]);
-            if screen.contains(needle) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never saw {needle:?}:\n{screen}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    tmux(&["new-session", "-d", "-x", "90", "-y", "25", &line]);
-    tmux(&["send-keys", "stty size", "Enter"]);
-    wait("25 90");
-    tmux(&["resize-window", "-x", "132", "-y", "43"]);
+    let tmux = Tmux::start("connect-proxy-test", 90, 25, &ssh.tty_line());
+    tmux.type_line("stty size");
+    tmux.wait_for("25 90");
+    tmux.run(&["resize-window", "-x", "132", "-y", "43"]);
     std::thread::sleep(Duration::from_millis(300));
-    tmux(&["send-keys", "stty size", "Enter"]);
-    wait("43 132");
-    tmux(&["send-keys", "exit", "Enter"]);
+    tmux.type_line("stty size");
+    tmux.wait_for("43 132");
+    tmux.type_line("exit");
     std::thread::sleep(Duration::from_millis(200));
-    tmux(&["kill-server"]);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::net::{echo_server, free_port};
-use testkit::{KeyPair, KeyType, Process, Ssh, run, run_ok, sh};
+use testkit::{KeyPair, KeyType, Process, Ssh, Tmux, run, run_ok, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connect-client");
 const START: Duration = Duration::from_secs(20);
@@ -158,56 +158,17 @@ fn streams_100k_lines_of_stdin() {
 #[test]
 fn pty_shell_in_tmux_sees_resize() {
     let studio = Studio::start();
-    let socket = format!("connect-test-{}", std::process::id());
-    let ssh_line = {
-        let ssh = studio.ssh();
-        let opts: Vec<String> = ssh.options().iter().map(|o| format!("'{o}'")).collect();
-        format!(
-            "ssh {} -tt -p {} {}",
-            opts.join(" "),
-            ssh.port,
-            ssh.destination()
-        )
-    };
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    tmux(&["new-session", "-d", "-x", "100", "-y", "30", &ssh_line]);
-    let wait_screen = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let screen = tmux(&["capture-pane", "-p"]);
-            if screen.contains(needle) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "screen never showed {needle:?}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    tmux(&[
-        "send-keys",
-        "echo TTY=$(tty | cut -c1-8) TERM=$TERM",
-        "Enter",
-    ]);
-    wait_screen("TTY=/dev/pts TERM=");
-    tmux(&["send-keys", "stty size", "Enter"]);
-    wait_screen("30 100");
-    tmux(&["resize-window", "-x", "120", "-y", "40"]);
+    let tmux = Tmux::start("connect-test", 100, 30, &studio.ssh().tty_line());
+    tmux.type_line("echo TTY=$(tty | cut -c1-8) TERM=$TERM");
+    tmux.wait_for("TTY=/dev/pts TERM=");
+    tmux.type_line("stty size");
+    tmux.wait_for("30 100");
+    tmux.run(&["resize-window", "-x", "120", "-y", "40"]);
     std::thread::sleep(Duration::from_millis(300));
-    tmux(&["send-keys", "stty size", "Enter"]);
-    let screen = wait_screen("40 120");
-    tmux(&["send-keys", "exit", "Enter"]);
+    tmux.type_line("stty size");
+    let screen = tmux.wait_for("40 120");
+    tmux.type_line("exit");
     std::thread::sleep(Duration::from_millis(300));
-    tmux(&["kill-server"]);
     assert!(
         screen.contains("TERM=screen") || screen.contains("TERM=tmux"),
         "{screen}"
@@ -217,42 +178,14 @@ fn pty_shell_in_tmux_sees_resize() {
 #[test]
 fn pty_takes_the_clients_terminal_modes() {
     let studio = Studio::start();
-    let socket = format!("connect-modes-{}", std::process::id());
-    let ssh = studio.ssh();
-    let opts: Vec<String> = ssh.options().iter().map(|o| format!("'{o}'")).collect();
     // The user's terminal has unusual interrupt and erase keys; the Studio's
     // pty must get the same ones.
-    let line = format!(
-        "stty intr '^G' erase '^H'; ssh {} -tt -p {} {}",
-        opts.join(" "),
-        ssh.port,
-        ssh.destination()
-    );
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .expect("tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    tmux(&["new-session", "-d", "-x", "150", "-y", "20", &line]);
-    tmux(&[
-        "send-keys",
+    let line = format!("stty intr '^G' erase '^H'; {}", studio.ssh().tty_line());
+    let tmux = Tmux::start("connect-modes", 150, 20, &line);
+    tmux.type_line(
         "stty -a | tr ';' '\\n' | grep -E '^ *(intr|erase) ' | tr -d ' ' | paste -sd, -",
-        "Enter",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let screen = loop {
-        let screen = tmux(&["capture-pane", "-p"]);
-        if screen.contains("intr=^G,erase=^H") {
-            break screen;
-        }
-        assert!(Instant::now() < deadline, "modes not applied:\n{screen}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    tmux(&["kill-server"]);
+    );
+    let screen = tmux.wait_for("intr=^G,erase=^H");
     assert!(screen.contains("intr=^G,erase=^H"));
 }
 

@@ -5,17 +5,20 @@
 //! - [`keys`]: key pairs made by `ssh-keygen`, with the fingerprint it prints;
 //! - [`process`]: a started binary whose JSON log lines can be awaited;
 //! - [`ssh`]: OpenSSH client command lines with isolated, pinned settings;
-//! - [`net`]: an echo server, free ports, waiting for listeners.
+//! - [`net`]: an echo server, free ports, waiting for listeners;
+//! - [`tmux`]: a real terminal of a given size for pty tests.
 #![forbid(unsafe_code)]
 
 pub mod keys;
 pub mod net;
 pub mod process;
 pub mod ssh;
+pub mod tmux;
 
 pub use keys::{KeyPair, KeyType};
 pub use process::Process;
 pub use ssh::Ssh;
+pub use tmux::Tmux;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
