@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{Conn, Connector};
@@ -231,13 +231,23 @@ impl Pacer {
     }
 }
 
-/// `n` workers of `work`, each with its index; waits for all.
-pub async fn workers<F, Fut>(n: usize, work: F)
+/// `n` workers of `work`, each with its index, each started at its turn
+/// in the ramp (and not at all if the run ends first); waits for all.
+pub async fn workers<F, Fut>(ctx: &Arc<Ctx>, n: usize, work: F)
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(work(i))).collect();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (ctx, work) = (ctx.clone(), work(i));
+            tokio::spawn(async move {
+                if ctx.ramp_up(i, n).await {
+                    work.await;
+                }
+            })
+        })
+        .collect();
     for t in tasks {
         let _ = t.await;
     }

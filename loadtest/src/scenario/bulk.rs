@@ -65,12 +65,9 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) {
     let n = p.concurrency;
     let payload = Arc::new(Payload::new(p.bytes));
     let direction = p.direction;
-    workers(n, |i| {
+    workers(&ctx, n, |i| {
         let (ctx, payload) = (ctx.clone(), payload.clone());
         async move {
-            if !ctx.ramp_up(i, n).await {
-                return;
-            }
             let mut up = i % 2 == 1;
             while ctx.running() {
                 let Some(conn) = ctx.login().await else {

@@ -19,12 +19,9 @@ pub struct Params {
 pub async fn run(ctx: Arc<Ctx>, p: Params) {
     let n = p.concurrency;
     let p = Arc::new(p);
-    workers(n, |i| {
+    workers(&ctx, n, |_| {
         let (ctx, p) = (ctx.clone(), p.clone());
         async move {
-            if !ctx.ramp_up(i, n).await {
-                return;
-            }
             while ctx.start_next().await {
                 once(&ctx, p.command.as_deref()).await;
             }

@@ -25,12 +25,9 @@ pub struct Params {
 pub async fn run(ctx: Arc<Ctx>, p: Params) {
     let n = p.concurrency;
     let p = Arc::new(p);
-    workers(n, |i| {
+    workers(&ctx, n, |_| {
         let (ctx, p) = (ctx.clone(), p.clone());
         async move {
-            if !ctx.ramp_up(i, n).await {
-                return;
-            }
             // A session that breaks is replaced until the run ends.
             while ctx.running() {
                 if let Err(f) = session(&ctx, &p).await {
