@@ -53,10 +53,7 @@ fn accounting(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(2));
     group.warm_up_time(Duration::from_millis(500));
     group.bench_function("accounting", |b| {
-        b.iter(|| {
-            metrics.bytes_up.inc_by(black_box(CHUNK) as u64);
-            active.touch();
-        })
+        b.iter(|| bridge::account(&metrics.bytes_up, &active, black_box(CHUNK)))
     });
     group.bench_function("counter_only", |b| {
         b.iter(|| metrics.bytes_up.inc_by(black_box(CHUNK) as u64))

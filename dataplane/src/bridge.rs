@@ -175,6 +175,13 @@ pub fn start(
     }
 }
 
+/// The bridge's own work per data message besides forwarding it: count
+/// the bytes and stamp the session's activity.
+pub fn account(bytes: &prometheus::IntCounter, active: &LastActive, len: usize) {
+    bytes.inc_by(len as u64);
+    active.touch();
+}
+
 /// Decrements the open-channel gauge when the bridge ends.
 struct ChannelGauge(prometheus::IntGauge);
 
@@ -194,8 +201,7 @@ async fn up(
     while let Some(msg) = rx.wait().await {
         let sent = match msg {
             ChannelMsg::Data { data } => {
-                bytes.inc_by(data.len() as u64);
-                active.touch();
+                account(&bytes, &active, data.len());
                 tx.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
@@ -244,8 +250,7 @@ async fn down<H: ExitSignal>(
     while let Some(msg) = rx.wait().await {
         let sent = match msg {
             ChannelMsg::Data { data } => {
-                metrics.bytes_down.inc_by(data.len() as u64);
-                active.touch();
+                account(&metrics.bytes_down, &active, data.len());
                 tx.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
