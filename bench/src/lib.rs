@@ -1,9 +1,9 @@
 //! Shared pieces of the benchmark binaries. Reading a process's CPU time,
-//! memory and descriptors from `/proc`, and the russh client, are
-//! connect-loadtest's (re-exported here).
+//! memory and descriptors from `/proc` is connect-loadtest's (re-exported
+//! here); the load itself comes from the connect-loadtest binary.
 #![forbid(unsafe_code)]
 
-pub use loadtest::{client, procfs};
+pub use loadtest::procfs;
 
 /// Median of a list (mean of the middle two when even); `None` if empty.
 pub fn median(values: &[f64]) -> Option<f64> {

@@ -36,9 +36,6 @@ impl HostKey {
     }
 }
 
-/// Kept for the benchmark binaries: accepts any host key.
-pub type AnyHostKey = HostKey;
-
 impl client::Handler for HostKey {
     type Error = russh::Error;
 
@@ -65,15 +62,6 @@ pub struct Algorithms {
     /// One key exchange by its SSH name (`curve25519-sha256`), or russh's
     /// order (mlkem768x25519-sha256 first, as OpenSSH 10 clients).
     pub kex: Option<String>,
-}
-
-/// A client configuration with `kex` fixed, russh's defaults otherwise
-/// (kept for the benchmark binaries).
-pub fn config(kex_name: Option<&str>) -> Result<Arc<client::Config>> {
-    client_config(&Algorithms {
-        cipher: None,
-        kex: kex_name.map(str::to_owned),
-    })
 }
 
 /// A client configuration for `algorithms`; unknown names are errors that
@@ -128,6 +116,7 @@ pub fn client_config(algorithms: &Algorithms) -> Result<Arc<client::Config>> {
     }))
 }
 
+/// A private key from `path`; a `.pub` given by mistake says so.
 pub fn load_key(path: &std::path::Path) -> Result<Arc<PrivateKey>> {
     let key = russh::keys::load_secret_key(path, None).map_err(|e| {
         let hint = if path.extension().is_some_and(|x| x == "pub") {
@@ -139,11 +128,8 @@ pub fn load_key(path: &std::path::Path) -> Result<Arc<PrivateKey>> {
     })?;
     Ok(Arc::new(key))
 }
-/// A TCP connection from `source` (port chosen by the kernel) to `addr`.
-pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<tokio::net::TcpStream> {
-    Ok(tcp_from(addr, source).await?)
-}
 
+/// A TCP connection from `source` (port chosen by the kernel) to `addr`.
 async fn tcp_from(
     addr: SocketAddr,
     source: Option<IpAddr>,
@@ -165,19 +151,6 @@ async fn tcp_from(
         .map_err(|e| Failure::io("connect", &e))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// An authenticated SSH connection over `stream`.
-pub async fn session<S>(
-    config: Arc<client::Config>,
-    stream: S,
-    login: &str,
-    key: Arc<PrivateKey>,
-) -> Result<client::Handle<HostKey>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    Ok(login_over(config, stream, HostKey::any(), login, key).await?)
 }
 
 async fn login_over<S>(
@@ -311,13 +284,8 @@ impl Conn {
     }
 }
 
-/// Runs `command` on a new session channel; returns its exit status once
-/// the channel is closed.
-pub async fn exec(handle: &client::Handle<HostKey>, command: &str) -> Result<u32> {
-    Ok(run(handle, command).await?)
-}
-
-/// [`exec`] with a classified failure.
+/// Runs `command` on a new session channel; its exit status once the
+/// channel is closed, or a classified failure.
 pub async fn run(handle: &client::Handle<HostKey>, command: &str) -> Result<u32, Failure> {
     let mut channel = handle
         .channel_open_session()
@@ -354,10 +322,4 @@ pub async fn close(handle: client::Handle<HostKey>) {
     )
     .await;
     drop(handle);
-}
-
-/// `127.0.0.1`, `127.0.0.2`, ... : `n` source addresses to spread
-/// connections over when one address runs short of ports.
-pub fn sources(n: u32) -> Vec<Option<IpAddr>> {
-    crate::target::loopback_sources(n)
 }
