@@ -11,7 +11,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use model::SessionId;
 
-use crate::bridge::LastActive;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Last time a connection moved a byte, unix seconds; shared with the
+/// activity reporter.
+#[derive(Debug, Default)]
+pub struct LastActive(AtomicI64);
+
+impl LastActive {
+    pub fn touch(&self) {
+        self.0.store(now_secs(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 pub fn now_secs() -> i64 {
     SystemTime::now()

@@ -25,6 +25,8 @@ pub enum Denied {
     ToggleOff,
     /// The user is neither the owner nor a member.
     NotMember,
+    /// The signature did not verify (or its algorithm is not accepted).
+    BadSignature,
 }
 
 impl Denied {
@@ -37,6 +39,7 @@ impl Denied {
             Self::WorkspaceNotAllowed => "workspace_not_allowed",
             Self::ToggleOff => "toggle_off",
             Self::NotMember => "not_member",
+            Self::BadSignature => "bad_signature",
         }
     }
 }

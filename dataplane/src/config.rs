@@ -8,7 +8,8 @@
 //! | `CONNECT_SSH_KEY_PATH` / `CONNECT_SSH_KEY_VALUE_BASE64` | one required | the proxy's OpenSSH private key |
 //! | `CONNECT_SSH_MAX_CONNECTIONS` | `2000` | concurrent SSH connections, all cores together |
 //! | `CONNECT_SSH_MAX_CONN_CHANNELS` | `30` | channels per connection |
-//! | `CONNECT_SSH_HANDSHAKE_TIMEOUT` | `1m` | from accept to authenticated |
+//! | `CONNECT_SSH_HANDSHAKE_TIMEOUT` | `15s` | from accept to authenticated |
+//! | `CONNECT_SSH_REKEY_LIMIT` | `1073741824` | bytes per direction and leg after which the proxy rekeys that leg |
 //! | `CONNECT_MANAGEMENT_PORT` | `9090` | `/metrics`, `/healthz`, `/readyz` on all interfaces |
 //! | `CONNECT_LOG_LEVEL` | `info` | off, error, warn, info, debug, trace |
 //! | `CONNECT_CONTROL_URL` + `CONNECT_CONTROL_TOKEN` | unset: embedded control plane | a remote connect-control |
@@ -56,6 +57,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_channels: usize,
     pub handshake_timeout: Duration,
+    /// Bytes per direction of one leg after which the proxy starts a rekey.
+    pub rekey_bytes: u64,
     pub management_port: u16,
     /// Where the management port listens: every interface (Prometheus
     /// scrapes it from the cluster); loopback for `--dev`.
@@ -112,11 +115,20 @@ impl Config {
         )?;
         let handshake_timeout = env
             .duration("CONNECT_SSH_HANDSHAKE_TIMEOUT")?
-            .unwrap_or(Duration::from_secs(60));
+            .unwrap_or(Duration::from_secs(15));
         if handshake_timeout.is_zero() {
             return Err(ConfigError::new(
                 "CONNECT_SSH_HANDSHAKE_TIMEOUT",
                 "must be more than 0",
+            ));
+        }
+        let rekey_bytes = env
+            .parse::<u64>("CONNECT_SSH_REKEY_LIMIT")?
+            .unwrap_or(crate::ssh::transport::REKEY_BYTES);
+        if rekey_bytes < 1 << 16 {
+            return Err(ConfigError::new(
+                "CONNECT_SSH_REKEY_LIMIT",
+                "must be at least 65536 bytes",
             ));
         }
         let control = match env.non_empty("CONNECT_CONTROL_URL") {
@@ -176,6 +188,7 @@ impl Config {
             max_connections,
             max_channels,
             handshake_timeout,
+            rekey_bytes,
             management_port,
             management_ip: std::net::IpAddr::from([0, 0, 0, 0]),
             log_level: env
@@ -211,7 +224,7 @@ mod tests {
         assert!(c.ssh_enabled);
         assert_eq!(c.ssh_addr, "0.0.0.0:2222".parse().expect("addr"));
         assert_eq!((c.max_connections, c.max_channels), (2000, 30));
-        assert_eq!(c.handshake_timeout, Duration::from_secs(60));
+        assert_eq!(c.handshake_timeout, Duration::from_secs(15));
         assert!(matches!(c.control, Control::Embedded));
         assert!(matches!(c.io, IoChoice::Auto));
     }

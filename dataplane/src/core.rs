@@ -1,40 +1,31 @@
 //! The cores: one pinned thread per core, each with its own runtime
 //! (io_uring or epoll) and its own `SO_REUSEPORT` listener. A connection
 //! lives its whole life on the core that accepted it: both SSH legs and
-//! every bridge task.
+//! its relay.
 //!
-//! Phases of a connection, named the same in code, logs and metrics:
-//! accept -> handshake -> authorize ([`crate::authorize`]) -> connect
-//! upstream ([`crate::upstream`]) -> bridge ([`crate::bridge`]) -> close.
+//! The accept phase lives here; the rest of a connection's phases are
+//! [`crate::connection`]'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use russh::keys::PrivateKey;
-use russh::{MethodKind, MethodSet, Preferred, SshId, cipher};
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::activity::Table;
 use crate::config::Config;
-use crate::handler::UserConnection;
 use crate::io_backend::{self, Acceptor, IoBackend};
 use crate::metrics::{CoreMetrics, Metrics};
 use crate::routes::{self, Publisher};
-
-/// Per-channel message queue in russh: the most a slow side can make us
-/// hold per channel is this many packets (32 KiB each) plus the window.
-const CHANNEL_BUFFER: usize = 16;
-/// SSH window per channel on both legs.
-const WINDOW: u32 = 2 * 1024 * 1024;
+use crate::ssh::sig::Ed25519Signer;
 
 /// What every connection on one core shares.
 pub struct CoreShared {
     pub id: usize,
     pub backend: IoBackend,
     pub config: Arc<Config>,
-    pub key: Arc<PrivateKey>,
-    pub client_config: Arc<russh::client::Config>,
+    /// The proxy key: host key to users, client key to Studios.
+    pub key: Arc<Ed25519Signer>,
     pub metrics: CoreMetrics,
     pub activity: Arc<Table>,
     /// Connections on all cores, against `CONNECT_SSH_MAX_CONNECTIONS`.
@@ -47,64 +38,10 @@ pub struct CoreHandle {
     pub publisher: Publisher,
 }
 
-/// Ciphers in our order of preference: AES-GCM is ~4x faster than
-/// chacha20-poly1305 in russh with ring (PITFALLS); the user's client
-/// decides on its leg, we decide on the Studio leg.
-fn preferred() -> Preferred {
-    Preferred {
-        cipher: std::borrow::Cow::Borrowed(&[
-            cipher::AES_256_GCM,
-            cipher::AES_128_GCM,
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_256_CTR,
-            cipher::AES_192_CTR,
-            cipher::AES_128_CTR,
-        ]),
-        ..Preferred::default()
-    }
-}
-
-pub fn server_config(key: PrivateKey) -> russh::server::Config {
-    russh::server::Config {
-        server_id: SshId::Standard(
-            format!("SSH-2.0-connect-proxy_{}", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
-        keys: vec![key],
-        // Refusals are decided in memory in microseconds; a short fixed
-        // delay keeps timing flat without making multi-key agents crawl.
-        auth_rejection_time: Duration::from_millis(100),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        max_auth_attempts: 20,
-        window_size: WINDOW,
-        channel_buffer_size: CHANNEL_BUFFER,
-        // Idle shells are legitimate; dead peers are found by keepalives.
-        inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 3,
-        nodelay: true,
-        preferred: preferred(),
-        ..russh::server::Config::default()
-    }
-}
-
-pub fn client_config() -> russh::client::Config {
-    russh::client::Config {
-        window_size: WINDOW,
-        channel_buffer_size: CHANNEL_BUFFER,
-        inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 3,
-        nodelay: true,
-        preferred: preferred(),
-        ..russh::client::Config::default()
-    }
-}
-
 /// Everything needed to start the cores.
 pub struct Start {
     pub config: Arc<Config>,
-    pub key: PrivateKey,
+    pub key: Ed25519Signer,
     pub metrics: Metrics,
     pub backend: IoBackend,
     /// One bound listener per core (all on the same port).
@@ -123,8 +60,6 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
         initial,
     } = start;
     let key = Arc::new(key);
-    let server = Arc::new(server_config((*key).clone()));
-    let client = Arc::new(client_config());
     let connections = Arc::new(AtomicUsize::new(0));
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
@@ -137,12 +72,10 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
             backend,
             config: config.clone(),
             key: key.clone(),
-            client_config: client.clone(),
             metrics: CoreMetrics::new(&metrics, id),
             activity: activity.clone(),
             connections: connections.clone(),
         });
-        let server = server.clone();
         let pin = cpus.get(id % cpus.len().max(1)).copied();
         std::thread::Builder::new()
             .name(format!("core-{id}"))
@@ -154,7 +87,7 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
                     subscriber.install_latest();
                     tokio::task::spawn_local(subscriber.follow());
                     match Acceptor::new(listener, backend) {
-                        Ok(acceptor) => accept_loop(shared, acceptor, server).await,
+                        Ok(acceptor) => accept_loop(shared, acceptor).await,
                         Err(e) => {
                             tracing::error!(core = id, error = %e, "cannot accept on this core")
                         }
@@ -173,11 +106,7 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
 }
 
 /// Accept phase: admit under the connection limit, then hand off.
-async fn accept_loop(
-    core: Arc<CoreShared>,
-    acceptor: Acceptor,
-    server: Arc<russh::server::Config>,
-) {
+async fn accept_loop(core: Arc<CoreShared>, acceptor: Acceptor) {
     loop {
         let (stream, peer) = match acceptor.accept().await {
             Ok(x) => x,
@@ -200,8 +129,16 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
+        let admitted = Admitted(core.connections.clone());
         let span = tracing::info_span!("conn", core = core.id, peer = %peer);
-        tokio::spawn(connection(core.clone(), server.clone(), stream, peer).instrument(span));
+        let core = core.clone();
+        tokio::task::spawn_local(
+            async move {
+                let _admitted = admitted;
+                crate::connection::run(core, stream, peer).await;
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -211,66 +148,5 @@ struct Admitted(Arc<AtomicUsize>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Handshake through close of one connection.
-async fn connection(
-    core: Arc<CoreShared>,
-    server: Arc<russh::server::Config>,
-    stream: io_backend::Stream,
-    peer: std::net::SocketAddr,
-) {
-    let _admitted = Admitted(core.connections.clone());
-    let started = Instant::now();
-    let limit = core.config.handshake_timeout;
-    let handler = UserConnection::new(core.clone(), peer);
-    let authenticated = handler.authenticated.clone();
-    let running =
-        match tokio::time::timeout(limit, russh::server::run_stream(server, stream, handler)).await
-        {
-            Ok(Ok(running)) => running,
-            // Load-balancer health checks connect and close without a byte.
-            Ok(Err(e)) => {
-                debug!(error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
-                core.metrics
-                    .all
-                    .refused
-                    .with_label_values(&["handshake_timeout"])
-                    .inc();
-                return;
-            }
-        };
-    let handle = running.handle();
-    let watchdog = tokio::spawn(async move {
-        tokio::time::sleep(limit.saturating_sub(started.elapsed())).await;
-        if !authenticated.load(Ordering::Relaxed) {
-            let _ = handle
-                .disconnect(
-                    russh::Disconnect::ByApplication,
-                    "authentication timed out".into(),
-                    String::new(),
-                )
-                .await;
-            return true;
-        }
-        false
-    });
-    let result = running.await;
-    if !watchdog.is_finished() {
-        watchdog.abort();
-    } else if matches!(watchdog.await, Ok(true)) {
-        core.metrics
-            .all
-            .refused
-            .with_label_values(&["handshake_timeout"])
-            .inc();
-    }
-    match result {
-        Ok(()) => info!(duration = ?started.elapsed(), "connection closed"),
-        Err(e) => info!(duration = ?started.elapsed(), error = %e, "connection ended"),
     }
 }

@@ -18,9 +18,9 @@ use model::SessionState;
 use model::env::{ProcessEnv, Source};
 use model::logging::LogLevel;
 use ring::rand::{SecureRandom, SystemRandom};
-use russh::keys::PrivateKey;
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::ssh_key::private::Ed25519Keypair;
+use ssh_key::LineEnding;
+use ssh_key::PrivateKey;
+use ssh_key::private::Ed25519Keypair;
 
 use crate::{Config, Options, start, wait_for_shutdown};
 

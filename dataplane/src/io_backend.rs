@@ -34,7 +34,7 @@ mod stream;
 
 pub use listener::{Acceptor, ensure_unused, reuseport_listener};
 pub use probe::{ProbeError, probe};
-pub use stream::{Stream, connect};
+pub use stream::{Stream, connect, tune};
 
 use std::fmt;
 use std::future::Future;

@@ -12,10 +12,10 @@ use std::path::Path;
 use base64::Engine as _;
 use model::Fingerprint;
 use model::env::ConfigError;
-use russh::keys::PrivateKey;
-use russh::keys::ssh_key::Algorithm;
+use ssh_key::{Algorithm, PrivateKey};
 
 use crate::config::KeySource;
+use crate::ssh::sig::Ed25519Signer;
 
 /// Loads and checks the key; errors name the variable at fault.
 pub fn load(source: &KeySource) -> Result<PrivateKey, ConfigError> {
@@ -62,12 +62,24 @@ fn parse(text: &str) -> Result<PrivateKey, String> {
         return Err("the key is passphrase-protected; the proxy must load it unattended".into());
     }
     match key.algorithm() {
-        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => Ok(key),
+        Algorithm::Ed25519 => Ok(key),
         other => Err(format!(
             "key type {} is not supported; use ed25519 (ssh-keygen -t ed25519)",
             other.as_str()
         )),
     }
+}
+
+/// The signer the transport uses: the host key on users' legs, the client
+/// key on Studio legs. Only ed25519 reaches here ([`load`] refuses others).
+pub fn signer(key: &PrivateKey) -> Result<Ed25519Signer, ConfigError> {
+    let bad = |why: String| ConfigError::new("CONNECT_SSH_KEY_PATH", why);
+    let pair = key
+        .key_data()
+        .ed25519()
+        .ok_or_else(|| bad("the proxy key must be ed25519".into()))?;
+    Ed25519Signer::from_seed_and_public(pair.private.as_ref(), pair.public.as_ref())
+        .map_err(|e| bad(format!("the proxy key is unusable: {e}")))
 }
 
 /// The key's `SHA256:` fingerprint, as `ssh-keygen -lf` prints it.

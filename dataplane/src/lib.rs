@@ -1,33 +1,43 @@
-//! connect-proxy: the SSH front door. It terminates users' SSH, decides who
-//! may reach which Studio on its own copy of the routing state, opens its
-//! own SSH connection to the Studio and bridges every channel.
+//! connect-proxy: the SSH front door. It terminates users' SSH transport and
+//! authentication, decides who may reach which Studio on its own copy of
+//! the routing state, opens its own SSH connection to the Studio and then
+//! relays the connection protocol between the two legs packet by packet.
 //!
 //! Layout, in the order a connection meets it:
 //! - [`config`] and [`key`]: `CONNECT_*` variables and the proxy key;
 //! - [`io_backend`] and [`uring_stream`]: io_uring or epoll under one stream
 //!   type (the workspace's only `unsafe` lives in `uring_stream`);
-//! - [`core`]: one thread per core, accept and the connection's phases;
-//! - [`handler`]: the user leg's russh handler;
+//! - [`core`]: one thread per core and the accept phase;
+//! - [`connection`]: the phases of one connection, in order;
+//! - [`ssh`]: the proxy's own SSH transport (both roles);
+//! - [`userauth`]: publickey authentication on the user's leg;
 //! - [`authorize`]: the decision on the state [`routes`] keeps per core;
-//! - [`upstream`]: the Studio leg; [`bridge`]: channels between the legs;
+//! - [`upstream`]: the Studio leg; [`stranded`]: when it can't be made;
+//! - [`relay`] and [`channels`]: packets between the legs, and policy;
+//! - [`error`]: why a connection ended, by whose fault;
 //! - [`control`]: the control thread (watch, activity, management);
 //! - [`activity`], [`metrics`]; [`dev`]: `connect-proxy --dev`.
 #![deny(unsafe_code)]
 
 pub mod activity;
 pub mod authorize;
-pub mod bridge;
+pub mod channels;
 pub mod config;
+pub mod connection;
 pub mod control;
 pub mod core;
 pub mod dev;
-pub mod handler;
+pub mod error;
 pub mod io_backend;
 pub mod key;
 pub mod metrics;
+pub mod relay;
 pub mod routes;
+pub mod ssh;
+pub mod stranded;
 pub mod upstream;
 pub mod uring_stream;
+pub mod userauth;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +100,7 @@ pub fn start(config: Config, options: Options) -> Result<Running, RunError> {
     let config = Arc::new(config);
     let key = config.key.as_ref().map(key::load).transpose()?;
     let fingerprint = key.as_ref().map(key::fingerprint);
+    let key = key.as_ref().map(key::signer).transpose()?;
 
     let (backend, why) =
         io_backend::choose(config.io).map_err(|e| ConfigError::new("CONNECT_IO", e))?;

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub upstream_failures: IntCounterVec,
     /// `connect_proxy_connections_refused_total{reason}`: before any SSH.
     pub refused: IntCounterVec,
+    /// `connect_proxy_connections_closed_total{reason}`: authenticated
+    /// connections by why they ended (`revoked`, `studio_closed`, ...).
+    pub closed: IntCounterVec,
     /// `connect_proxy_io_backend{backend}`: 1 for the backend in use.
     pub io_backend: IntGaugeVec,
     /// `connect_proxy_state_revision`
@@ -65,7 +68,7 @@ impl Metrics {
             channels: IntGaugeVec::new(
                 Opts::new(
                     "connect_proxy_channels_active",
-                    "Open bridged channels by core",
+                    "Open relayed channels by core",
                 ),
                 &["core"],
             )?,
@@ -98,6 +101,13 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            closed: IntCounterVec::new(
+                Opts::new(
+                    "connect_proxy_connections_closed_total",
+                    "Authenticated connections by why they ended",
+                ),
+                &["reason"],
+            )?,
             io_backend: IntGaugeVec::new(
                 Opts::new("connect_proxy_io_backend", "The I/O backend in use (1)"),
                 &["backend"],
@@ -119,6 +129,7 @@ impl Metrics {
         registry.register(Box::new(m.upstream_connect.clone()))?;
         registry.register(Box::new(m.upstream_failures.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.closed.clone()))?;
         registry.register(Box::new(m.io_backend.clone()))?;
         registry.register(Box::new(m.state_revision.clone()))?;
         registry.register(Box::new(m.state_age.clone()))?;

@@ -15,11 +15,18 @@ use tokio::sync::Notify;
 
 thread_local! {
     static CURRENT: RefCell<Arc<State>> = RefCell::new(Arc::new(State::default()));
+    /// Bumped on every new version: live connections re-check their login.
+    static CHANGES: tokio::sync::watch::Sender<u64> = tokio::sync::watch::Sender::new(0);
 }
 
 /// The state this core routes with now.
 pub fn current() -> Arc<State> {
     CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Wakes when this core installs a new version of the state.
+pub fn changes() -> tokio::sync::watch::Receiver<u64> {
+    CHANGES.with(|c| c.subscribe())
 }
 
 /// The control thread's end of one core's update channel.
@@ -61,6 +68,7 @@ impl Subscriber {
     pub fn install_latest(&self) {
         if let Some(latest) = self.rx.try_iter().last() {
             CURRENT.with(|c| *c.borrow_mut() = latest);
+            CHANGES.with(|c| c.send_modify(|v| *v += 1));
         }
     }
 

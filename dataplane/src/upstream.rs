@@ -1,22 +1,21 @@
-//! The Studio leg: the proxy's own SSH connection to a Studio's
-//! connect-client, made from the same core as the user's connection.
-//!
-//! The Studio's host key must have the fingerprint connect-client
-//! registered; the proxy authenticates with the proxy key. Channels the
-//! Studio opens towards the user (`forwarded-tcpip` for `ssh -R`, agent
-//! channels for `ssh -A`) are opened on the user's leg and bridged.
+//! The connect-upstream phase: the proxy's own SSH client connection to a
+//! Studio's connect-client, made from the same core as the user's
+//! connection. The Studio's host key must have the fingerprint
+//! connect-client registered; the proxy authenticates with the proxy key
+//! as the platform user. What comes back is a [`Leg`] ready to relay.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use model::{Fingerprint, SessionId};
-use russh::client::{self, ChannelOpenHandle};
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{Channel, ChannelOpenFailure};
-use tracing::{debug, warn};
+use model::SessionId;
+use tracing::debug;
 
-use crate::bridge::{self, LastActive, Link};
+use crate::io_backend::{IoBackend, Stream};
 use crate::metrics::CoreMetrics;
+use crate::ssh::kex::KexError;
+use crate::ssh::msg;
+use crate::ssh::sig::Ed25519Signer;
+use crate::ssh::transport::{Event, Leg, Role, TransportError};
+use crate::ssh::wire::{Put, Reader};
 
 /// How long connecting, handshaking and authenticating to a Studio may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,152 +49,27 @@ impl UpstreamError {
     }
 }
 
-/// The Studio leg's handler: checks the host key, bridges channels the
-/// Studio opens.
-pub struct StudioHandler {
-    session: SessionId,
-    expected: Option<Fingerprint>,
-    user: russh::server::Handle,
-    metrics: CoreMetrics,
-    active: Arc<LastActive>,
-    /// Bridges of Studio-opened channels, dropped with the connection.
-    links: Arc<Mutex<Vec<Link>>>,
-}
-
-impl client::Handler for StudioHandler {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            return Ok(false);
-        };
-        let offered = key.to_bytes().map(|b| Fingerprint::of_key_blob(&b)).ok();
-        let ok = offered.is_some() && offered == self.expected;
-        if !ok {
-            warn!(
-                session = %self.session,
-                registered = ?self.expected.map(|f| f.to_string()),
-                offered = ?offered.map(|f| f.to_string()),
-                "studio host key does not match its registration"
-            );
-        }
-        Ok(ok)
-    }
-
-    async fn server_channel_open_forwarded_tcpip(
-        &mut self,
-        channel: Channel<client::Msg>,
-        connected_address: &str,
-        connected_port: u32,
-        originator_address: &str,
-        originator_port: u32,
-        reply: ChannelOpenHandle,
-        _session: &mut client::Session,
-    ) -> Result<(), Self::Error> {
-        let user = self.user.clone();
-        let (addr, orig) = (connected_address.to_owned(), originator_address.to_owned());
-        let opening = async move {
-            user.channel_open_forwarded_tcpip(addr, connected_port, orig, originator_port)
-                .await
-                .ok()
-        };
-        self.bridge_opened(channel, reply, opening);
-        Ok(())
-    }
-
-    async fn server_channel_open_agent_forward(
-        &mut self,
-        channel: Channel<client::Msg>,
-        reply: ChannelOpenHandle,
-        _session: &mut client::Session,
-    ) -> Result<(), Self::Error> {
-        let user = self.user.clone();
-        self.bridge_opened(channel, reply, async move {
-            user.channel_open_agent().await.ok()
-        });
-        Ok(())
-    }
-}
-
-impl StudioHandler {
-    /// Opens the user's side of a Studio-opened channel, then accepts and
-    /// bridges it. The Studio's early data waits in its channel meanwhile.
-    fn bridge_opened<F>(&self, studio: Channel<client::Msg>, reply: ChannelOpenHandle, open_user: F)
-    where
-        F: std::future::Future<Output = Option<Channel<russh::server::Msg>>> + Send + 'static,
-    {
-        let (user, metrics, active, links) = (
-            self.user.clone(),
-            self.metrics.clone(),
-            self.active.clone(),
-            self.links.clone(),
-        );
-        tokio::spawn(async move {
-            match open_user.await {
-                Some(user_channel) => {
-                    reply.accept().await;
-                    let link = bridge::start(user_channel, studio, user, metrics, active, None);
-                    if let Ok(mut l) = links.lock() {
-                        l.retain(|link| !link.is_finished());
-                        l.push(link);
-                    }
-                }
-                None => {
-                    debug!("the user refused a channel the studio opened");
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                }
-            }
-        });
-    }
-}
-
-/// A connected, authenticated Studio leg.
-pub struct Upstream {
-    pub handle: client::Handle<StudioHandler>,
-    links: Arc<Mutex<Vec<Link>>>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Ok(links) = self.links.lock() {
-            links.iter().for_each(Link::abort);
-        }
-    }
-}
-
 /// What to connect to and as whom.
 #[derive(Clone, Copy)]
 pub struct Target<'a> {
     pub session: &'a model::state::Session,
     pub user: &'a str,
     /// This core's I/O backend, for the Studio leg's socket.
-    pub backend: crate::io_backend::IoBackend,
+    pub backend: IoBackend,
+    pub rekey_bytes: u64,
 }
 
-/// Connects to the Studio of `target.session`.
+/// Connects to the Studio of `target.session`, within [`CONNECT_TIMEOUT`].
 pub async fn connect(
     target: Target<'_>,
-    key: Arc<PrivateKey>,
-    config: Arc<client::Config>,
-    user: russh::server::Handle,
-    metrics: CoreMetrics,
-    active: Arc<LastActive>,
-) -> Result<Upstream, UpstreamError> {
+    key: &Ed25519Signer,
+    metrics: &CoreMetrics,
+) -> Result<Leg<Stream>, UpstreamError> {
     let started = Instant::now();
-    let result = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        connect_inner(target, key, config, user, metrics.clone(), active),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(UpstreamError::Unreachable(
-            target.session.id,
-            "timed out".into(),
-        ))
-    });
+    let id = target.session.id;
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(target, key))
+        .await
+        .unwrap_or_else(|_| Err(UpstreamError::Unreachable(id, "timed out".into())));
     let label = if result.is_ok() { "ok" } else { "error" };
     metrics
         .all
@@ -214,46 +88,106 @@ pub async fn connect(
 
 async fn connect_inner(
     target: Target<'_>,
-    key: Arc<PrivateKey>,
-    config: Arc<client::Config>,
-    user: russh::server::Handle,
-    metrics: CoreMetrics,
-    active: Arc<LastActive>,
-) -> Result<Upstream, UpstreamError> {
+    key: &Ed25519Signer,
+) -> Result<Leg<Stream>, UpstreamError> {
     let s = target.session;
     let id = s.id;
     let endpoint = match (&s.state, &s.endpoint) {
         (model::SessionState::Running, Some(e)) => e.clone(),
         _ => return Err(UpstreamError::NotRunning(id)),
     };
+    let unreachable = |e: &dyn std::fmt::Display| UpstreamError::Unreachable(id, e.to_string());
     let tcp = tokio::net::TcpStream::connect(endpoint.as_str())
         .await
-        .map_err(|e| UpstreamError::Unreachable(id, e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let stream = crate::io_backend::Stream::from_tokio(tcp, target.backend)
-        .map_err(|e| UpstreamError::Unreachable(id, e.to_string()))?;
-
-    let links = Arc::new(Mutex::new(Vec::new()));
-    let handler = StudioHandler {
-        session: id,
-        expected: s.host_key_fingerprint,
-        user,
-        metrics,
-        active,
-        links: links.clone(),
-    };
-    let mut handle = client::connect_stream(config, stream, handler)
+        .map_err(|e| unreachable(&e))?;
+    crate::io_backend::tune(&tcp);
+    let stream = Stream::from_tokio(tcp, target.backend).map_err(|e| unreachable(&e))?;
+    let mut leg = Leg::new(
+        stream,
+        Role::Client {
+            expected: s.host_key_fingerprint,
+        },
+        target.rekey_bytes,
+    );
+    leg.handshake().await.map_err(|e| match e {
+        TransportError::Kex(KexError::HostKey) => UpstreamError::HostKeyMismatch(id),
+        other => unreachable(&other),
+    })?;
+    authenticate(&mut leg, target.user, key)
         .await
         .map_err(|e| match e {
-            russh::Error::UnknownKey => UpstreamError::HostKeyMismatch(id),
-            other => UpstreamError::Unreachable(id, other.to_string()),
+            Refused::No => UpstreamError::AuthRefused(id),
+            Refused::Transport(t) => unreachable(&t),
         })?;
-    let auth = handle
-        .authenticate_publickey(target.user, PrivateKeyWithHashAlg::new(key, None))
-        .await
-        .map_err(|e| UpstreamError::Unreachable(id, e.to_string()))?;
-    if !auth.success() {
-        return Err(UpstreamError::AuthRefused(id));
+    debug!(session = %id, "studio leg authenticated");
+    Ok(leg)
+}
+
+enum Refused {
+    No,
+    Transport(TransportError),
+}
+
+impl From<TransportError> for Refused {
+    fn from(e: TransportError) -> Self {
+        Self::Transport(e)
     }
-    Ok(Upstream { handle, links })
+}
+
+impl From<crate::ssh::wire::Malformed> for Refused {
+    fn from(e: crate::ssh::wire::Malformed) -> Self {
+        Self::Transport(e.into())
+    }
+}
+
+/// Service request, then one signed publickey request as `user`.
+async fn authenticate(
+    leg: &mut Leg<Stream>,
+    user: &str,
+    key: &Ed25519Signer,
+) -> Result<(), Refused> {
+    let mut p = Vec::with_capacity(32);
+    p.put_u8(msg::SERVICE_REQUEST);
+    p.put_str("ssh-userauth");
+    leg.tx.send(&p);
+
+    let mut request = Vec::with_capacity(256);
+    request.put_u8(msg::USERAUTH_REQUEST);
+    request.put_str(user);
+    request.put_str("ssh-connection");
+    request.put_str("publickey");
+    request.put_bool(true);
+    request.put_str("ssh-ed25519");
+    request.put_string(key.public_blob());
+    let mut signed = Vec::with_capacity(request.len() + 40);
+    signed.put_string(leg.kex.session_id());
+    signed.put_raw(&request);
+    request.put_string(&key.sign(&signed));
+    leg.tx.send(&request);
+    leg.tx.flush().await?;
+
+    loop {
+        let p = leg.rx.recv().await?;
+        match p[0] {
+            msg::SERVICE_ACCEPT | msg::USERAUTH_BANNER => {}
+            msg::USERAUTH_SUCCESS => return Ok(()),
+            msg::USERAUTH_FAILURE => {
+                let mut r = Reader::new(&p);
+                r.u8("failure")?;
+                return Err(Refused::No);
+            }
+            m if msg::is_transport(m) => {
+                if let Event::Disconnected { code, description } = leg.on_transport(&p)? {
+                    return Err(TransportError::Disconnected { code, description }.into());
+                }
+                leg.tx.flush().await?;
+            }
+            m => {
+                return Err(TransportError::protocol(format!(
+                    "message {m} from the Studio before authentication"
+                ))
+                .into());
+            }
+        }
+    }
 }

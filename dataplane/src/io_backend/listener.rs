@@ -91,7 +91,7 @@ impl Acceptor {
             }
             Acceptor::Epoll(listener) => {
                 let (socket, peer) = listener.accept().await?;
-                socket.set_nodelay(true)?;
+                super::tune(&socket);
                 Ok((Stream::Epoll(socket), peer))
             }
         }

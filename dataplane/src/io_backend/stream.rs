@@ -61,8 +61,27 @@ impl Stream {
 /// await it; tokio-uring's own connect future is not `Send`.
 pub async fn connect(addr: SocketAddr, backend: IoBackend) -> io::Result<Stream> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+    tune(&stream);
     Stream::from_tokio(stream, backend)
+}
+
+/// How long a silent peer may go before the kernel probes it, and how many
+/// unanswered probes (every [`KEEPALIVE_INTERVAL`]) end the connection: a
+/// dead peer on either leg is found within about 45 s.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Every proxied socket: no Nagle delay (keystrokes), and TCP keepalive so
+/// a peer that vanished without a FIN is found without SSH-level pings
+/// (which the relay could not inject without confusing reply order).
+pub fn tune(stream: &tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
 }
 
 impl AsyncRead for Stream {
