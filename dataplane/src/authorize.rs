@@ -25,8 +25,11 @@ pub enum Denied {
     ToggleOff,
     /// The user is neither the owner nor a member.
     NotMember,
-    /// The signature did not verify (or its algorithm is not accepted).
+    /// The signature did not verify.
     BadSignature,
+    /// A key type or signature algorithm the proxy does not accept
+    /// (`ssh-rsa` with SHA-1, DSA, RSA under 2048 bits...).
+    UnsupportedKey,
 }
 
 impl Denied {
@@ -40,6 +43,7 @@ impl Denied {
             Self::ToggleOff => "toggle_off",
             Self::NotMember => "not_member",
             Self::BadSignature => "bad_signature",
+            Self::UnsupportedKey => "unsupported_key",
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | `CONNECT_SSH_ADDR` | `:2222` | SSH listen address |
 //! | `CONNECT_SSH_KEY_PATH` / `CONNECT_SSH_KEY_VALUE_BASE64` | one required | the proxy's OpenSSH private key |
 //! | `CONNECT_SSH_MAX_CONNECTIONS` | `2000` | concurrent SSH connections, all cores together |
-//! | `CONNECT_SSH_MAX_CONN_CHANNELS` | `30` | channels per connection |
+//! | `CONNECT_SSH_MAX_CONN_CHANNELS` | `64` | channels per connection, opened from either side |
 //! | `CONNECT_SSH_HANDSHAKE_TIMEOUT` | `15s` | from accept to authenticated |
 //! | `CONNECT_SSH_REKEY_LIMIT` | `1073741824` | bytes per direction and leg after which the proxy rekeys that leg |
 //! | `CONNECT_MANAGEMENT_PORT` | `9090` | `/metrics`, `/healthz`, `/readyz` on all interfaces |
@@ -30,6 +30,11 @@ use model::env::{ConfigError, Env, Source};
 use model::logging::LogLevel;
 
 use crate::io_backend::IoChoice;
+
+/// Channels per connection unless `CONNECT_SSH_MAX_CONN_CHANNELS` says
+/// otherwise: VS Code's SOCKS forwarding and browsers behind `-L`/`-D`
+/// open 30-40 at once, and connect-client serves 64 per connection.
+pub const DEFAULT_MAX_CHANNELS: usize = 64;
 
 /// Where the proxy key comes from.
 #[derive(Debug, Clone)]
@@ -111,7 +116,7 @@ impl Config {
         let max_channels = positive(
             "CONNECT_SSH_MAX_CONN_CHANNELS",
             env.parse("CONNECT_SSH_MAX_CONN_CHANNELS")?,
-            30,
+            DEFAULT_MAX_CHANNELS,
         )?;
         let handshake_timeout = env
             .duration("CONNECT_SSH_HANDSHAKE_TIMEOUT")?
@@ -223,7 +228,7 @@ mod tests {
         .expect("valid");
         assert!(c.ssh_enabled);
         assert_eq!(c.ssh_addr, "0.0.0.0:2222".parse().expect("addr"));
-        assert_eq!((c.max_connections, c.max_channels), (2000, 30));
+        assert_eq!((c.max_connections, c.max_channels), (2000, 64));
         assert_eq!(c.handshake_timeout, Duration::from_secs(15));
         assert!(matches!(c.control, Control::Embedded));
         assert!(matches!(c.io, IoChoice::Auto));

@@ -159,7 +159,7 @@ fn revoked_message(denied: Denied, who: &Identity) -> String {
         Denied::WorkspaceNotAllowed => "the workspace no longer allows SSH",
         Denied::ToggleOff => "the studio's SSH connection setting was turned off",
         Denied::NotMember => "you are no longer a member of the studio",
-        Denied::BadLogin | Denied::BadSignature => "access was revoked",
+        Denied::BadLogin | Denied::BadSignature | Denied::UnsupportedKey => "access was revoked",
     };
     format!(
         "connect: access to studio {} ended: {why}",

@@ -86,15 +86,26 @@ fn failure() -> Vec<u8> {
 
 /// Whether `blob` is one of `user`'s keys (the only thing an unsigned
 /// offer may learn).
-fn known_key(user: &str, blob: &[u8]) -> Option<(Login, Fingerprint)> {
-    let login: Login = user.parse().ok()?;
+fn known_key(user: &str, blob: &[u8]) -> Result<(), Denied> {
+    let login: Login = user.parse().map_err(|_| Denied::BadLogin)?;
     let fingerprint = Fingerprint::of_key_blob(blob);
     let state = crate::routes::current();
     state
         .keys
         .get(&login.user)
         .is_some_and(|keys| keys.contains(&fingerprint))
-        .then_some((login, fingerprint))
+        .then_some(())
+        .ok_or(Denied::UnknownKey)
+}
+
+/// Counts and logs a refusal; the client sees only USERAUTH_FAILURE.
+fn refused(metrics: &CoreMetrics, peer: std::net::SocketAddr, user: &str, denied: Denied) {
+    metrics
+        .all
+        .auth
+        .with_label_values(&["refused", denied.label()])
+        .inc();
+    info!(%peer, user, reason = denied.label(), "login refused");
 }
 
 /// The decision after a valid signature.
@@ -161,17 +172,24 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite>(
                         blob,
                         signed: None,
                     } => {
-                        let ok = sig::supported(alg)
-                            && sig::check_key(alg, blob).is_ok()
-                            && known_key(user, blob).is_some();
-                        if ok {
-                            let mut ok = Vec::with_capacity(blob.len() + 40);
-                            ok.put_u8(msg::USERAUTH_PK_OK);
-                            ok.put_str(alg);
-                            ok.put_string(blob);
-                            leg.tx.send(&ok);
+                        let offered = if !sig::supported(alg) || sig::check_key(alg, blob).is_err()
+                        {
+                            Err(Denied::UnsupportedKey)
                         } else {
-                            leg.tx.send(&failure());
+                            known_key(user, blob)
+                        };
+                        match offered {
+                            Ok(()) => {
+                                let mut ok = Vec::with_capacity(blob.len() + 40);
+                                ok.put_u8(msg::USERAUTH_PK_OK);
+                                ok.put_str(alg);
+                                ok.put_string(blob);
+                                leg.tx.send(&ok);
+                            }
+                            Err(denied) => {
+                                refused(metrics, peer, user, denied);
+                                leg.tx.send(&failure());
+                            }
                         }
                     }
                     Request::Publickey {
@@ -196,12 +214,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite>(
                                 return Ok(auth);
                             }
                             Err(denied) => {
-                                metrics
-                                    .all
-                                    .auth
-                                    .with_label_values(&["refused", denied.label()])
-                                    .inc();
-                                info!(%peer, user, reason = denied.label(), "login refused");
+                                refused(metrics, peer, user, denied);
                                 tokio::time::sleep_until((arrived + REFUSAL_TIME).into()).await;
                                 leg.tx.send(&failure());
                             }

@@ -202,6 +202,9 @@ pub struct Tx<W> {
     /// Sealed bytes; `out[written..]` is not written yet.
     out: Vec<u8>,
     written: usize,
+    /// Bytes were handed to the stream since its last flush (the io_uring
+    /// adapter writes behind and submits queued bytes only when driven).
+    unflushed: bool,
     sealer: Sealer,
     /// Sequence number of the next packet to seal.
     pub seq: u32,
@@ -219,6 +222,7 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
             io,
             out: Vec::new(),
             written: 0,
+            unflushed: false,
             sealer: Sealer::None,
             seq: 0,
             held: None,
@@ -255,13 +259,20 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
         self.out.len() - self.written + self.held_bytes
     }
 
-    /// Whether sealed bytes wait to be written.
+    /// Whether sealed bytes wait to be written or flushed.
     pub fn wants_write(&self) -> bool {
-        self.written < self.out.len()
+        self.written < self.out.len() || self.unflushed
     }
 
-    /// Writes some of what is sealed (cancel-safe).
+    /// Writes some of what is sealed, or flushes once all is written
+    /// (cancel-safe).
     pub async fn write_some(&mut self) -> Result<(), TransportError> {
+        if self.written == self.out.len() {
+            self.io.flush().await?;
+            self.unflushed = false;
+            return Ok(());
+        }
+        self.unflushed = true;
         let n = self.io.write(&self.out[self.written..]).await?;
         if n == 0 {
             return Err(TransportError::Closed);
@@ -282,7 +293,6 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
         while self.wants_write() {
             self.write_some().await?;
         }
-        self.io.flush().await?;
         Ok(())
     }
 
