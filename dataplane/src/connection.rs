@@ -157,6 +157,7 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr) {
         %peer,
         login = %who.login,
         reason = end.reason(),
+        error = %end,
         duration = ?started.elapsed(),
         "connection closed"
     );

@@ -29,6 +29,9 @@ pub struct Metrics {
     /// `connect_proxy_connections_closed_total{reason}`: authenticated
     /// connections by why they ended (`revoked`, `studio_closed`, ...).
     pub closed: IntCounterVec,
+    /// `connect_proxy_rekeys_total{leg}`: key exchanges after the first,
+    /// on the `user` and `studio` legs, counted when a connection ends.
+    pub rekeys: IntCounterVec,
     /// `connect_proxy_io_backend{backend}`: 1 for the backend in use.
     pub io_backend: IntGaugeVec,
     /// `connect_proxy_state_revision`
@@ -108,6 +111,13 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            rekeys: IntCounterVec::new(
+                Opts::new(
+                    "connect_proxy_rekeys_total",
+                    "Key exchanges after the first, by leg (counted at close)",
+                ),
+                &["leg"],
+            )?,
             io_backend: IntGaugeVec::new(
                 Opts::new("connect_proxy_io_backend", "The I/O backend in use (1)"),
                 &["backend"],
@@ -130,6 +140,7 @@ impl Metrics {
         registry.register(Box::new(m.upstream_failures.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.closed.clone()))?;
+        registry.register(Box::new(m.rekeys.clone()))?;
         registry.register(Box::new(m.io_backend.clone()))?;
         registry.register(Box::new(m.state_revision.clone()))?;
         registry.register(Box::new(m.state_age.clone()))?;

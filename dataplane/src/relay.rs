@@ -37,7 +37,10 @@ use crate::ssh::transport::{Event, Leg, TransportError, Tx};
 use crate::ssh::wire::{Put, Reader};
 
 /// Unwritten bytes per direction above which the source leg is not read.
-pub const HIGH_WATER: usize = 1 << 20;
+/// Small, because an answer to the peer's KEXINIT waits behind them (and
+/// behind the kernel's socket buffer): russh aborts a rekey it started
+/// when more than twice its window arrives first.
+pub const HIGH_WATER: usize = 256 * 1024;
 /// The largest channel max-packet either side may announce; larger values
 /// are lowered so every relayed packet fits both legs' packet limit.
 const MAX_CHANNEL_PACKET: u32 = 256 * 1024 - 1024;
@@ -125,6 +128,10 @@ pub async fn run<S: AsyncRead + AsyncWrite>(
         active,
     };
     let result = relay(user, studio, who, &mut policy).await;
+    for (leg, kex) in [("user", &user.kex), ("studio", &studio.kex)] {
+        let rekeys = u64::from(kex.completed.saturating_sub(1));
+        metrics.all.rekeys.with_label_values(&[leg]).inc_by(rekeys);
+    }
     for _ in 0..policy.channels.len() {
         metrics.channels.dec();
     }
@@ -180,11 +187,14 @@ async fn relay<S: AsyncRead + AsyncWrite>(
     down_all(user, studio, policy)?;
     loop {
         tokio::select! {
-            r = user.rx.fill(), if studio.tx.pending() < HIGH_WATER => {
+            // A leg in a key exchange is always read: its KEX messages may
+            // sit behind data, and the other leg may be rekeying too and
+            // holding its output until this one finishes.
+            r = user.rx.fill(), if studio.tx.pending() < HIGH_WATER || user.kex.in_progress() => {
                 r.map_err(user_err)?;
                 up_all(user, studio, policy)?;
             }
-            r = studio.rx.fill(), if user.tx.pending() < HIGH_WATER => {
+            r = studio.rx.fill(), if user.tx.pending() < HIGH_WATER || studio.kex.in_progress() => {
                 r.map_err(ConnError::StudioLeg)?;
                 down_all(user, studio, policy)?;
             }

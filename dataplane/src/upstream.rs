@@ -17,6 +17,12 @@ use crate::ssh::sig::Ed25519Signer;
 use crate::ssh::transport::{Event, Leg, Role, TransportError};
 use crate::ssh::wire::{Put, Reader};
 
+/// The most a Studio leg carries each way between rekeys, whatever
+/// `CONNECT_SSH_REKEY_LIMIT` says: connect-client's russh rekeys at 1 GiB
+/// and fails under a busy relay when it starts the rekey itself, so the
+/// proxy always starts first.
+const STUDIO_REKEY_MAX: u64 = 512 << 20;
+
 /// How long connecting, handshaking and authenticating to a Studio may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,7 +113,7 @@ async fn connect_inner(
         Role::Client {
             expected: s.host_key_fingerprint,
         },
-        target.rekey_bytes,
+        target.rekey_bytes.min(STUDIO_REKEY_MAX),
     );
     leg.handshake().await.map_err(|e| match e {
         TransportError::Kex(KexError::HostKey) => UpstreamError::HostKeyMismatch(id),

@@ -78,6 +78,14 @@ impl Server {
             keepalive_interval: config.keepalive_interval,
             keepalive_max: config.keepalive_max,
             nodelay: true,
+            // The proxy rekeys this leg (at most every 512 MiB each way,
+            // and hourly). A rekey russh starts itself refuses more than
+            // twice its window of data already in flight from the proxy
+            // before the proxy's KEXINIT arrives ("Pending buffer limit
+            // reached"), which a relay carrying many busy channels can
+            // exceed: so russh's own limits (1 GiB at most) are never
+            // reached first.
+            limits: russh::Limits::new(1 << 30, 1 << 30, Duration::from_secs(10 * 365 * 24 * 3600)),
             ..SshConfig::default()
         };
         Ok(Self {

@@ -345,14 +345,9 @@ impl ClientKex {
         }
     }
 
-    /// Finishes with the server's reply: returns (host key blob, secret,
-    /// exchange hash, signature blob). `input.host_key` is ignored (the
+    /// Finishes with the server's reply. `input.host_key` is ignored (the
     /// reply carries it); the caller checks the host key and the signature.
-    pub fn finish(
-        self,
-        reply: &[u8],
-        input: &HashInput<'_>,
-    ) -> Result<(Vec<u8>, Secret, Vec<u8>, Vec<u8>), KexError> {
+    pub fn finish(self, reply: &[u8], input: &HashInput<'_>) -> Result<ServerReply, KexError> {
         let mut r = Reader::new(reply);
         if r.u8("kex reply")? != msg::KEX_ECDH_REPLY {
             return Err(Malformed("kex reply").into());
@@ -374,9 +369,26 @@ impl ClientKex {
             Self::Curve { x, q_c } => (mpint_secret(&x25519_agree(x, q_s)?), q_c),
         };
         let full = HashInput { host_key, ..*input };
-        let h = exchange_hash(&full, &q_c, q_s, &k);
-        Ok((host_key.to_vec(), k, h, signature))
+        let hash = exchange_hash(&full, &q_c, q_s, &k);
+        Ok(ServerReply {
+            host_key: host_key.to_vec(),
+            secret: k,
+            hash,
+            signature,
+        })
     }
+}
+
+/// What the client learns from the server's exchange reply.
+#[derive(Debug)]
+pub struct ServerReply {
+    /// The server's host key blob.
+    pub host_key: Vec<u8>,
+    pub secret: Secret,
+    /// The exchange hash H.
+    pub hash: Vec<u8>,
+    /// The server's signature over H.
+    pub signature: Vec<u8>,
 }
 
 /// Keys for one direction.

@@ -41,6 +41,8 @@ const STUDIO_HOST_KEYS: &[&str] = &[
 pub const REKEY_BYTES: u64 = 1 << 30;
 /// Packets after which we rekey, well before sequence numbers wrap.
 const REKEY_PACKETS: u32 = 1 << 31;
+/// Age of a leg's keys after which we rekey (OpenSSH's and russh's default).
+const REKEY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The receive buffer starts this large and grows to the packet in hand.
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -87,10 +89,11 @@ pub struct Rx<R> {
     /// Bytes opened since the current keys were installed.
     bytes: u64,
     packets: u32,
+    rekey_bytes: u64,
 }
 
 impl<R: AsyncRead + Unpin> Rx<R> {
-    fn new(io: R) -> Self {
+    fn new(io: R, rekey_bytes: u64) -> Self {
         Self {
             io,
             buf: Vec::new(),
@@ -100,6 +103,7 @@ impl<R: AsyncRead + Unpin> Rx<R> {
             seq: 0,
             bytes: 0,
             packets: 0,
+            rekey_bytes,
         }
     }
 
@@ -192,7 +196,7 @@ impl<R: AsyncRead + Unpin> Rx<R> {
     }
 
     fn rekey_due(&self) -> bool {
-        self.bytes >= REKEY_BYTES || self.packets >= REKEY_PACKETS
+        self.bytes >= self.rekey_bytes || self.packets >= REKEY_PACKETS
     }
 }
 
@@ -214,6 +218,8 @@ pub struct Tx<W> {
     bytes: u64,
     packets: u32,
     rekey_bytes: u64,
+    /// When the current sending keys were installed.
+    keyed_at: std::time::Instant,
 }
 
 impl<W: AsyncWrite + Unpin> Tx<W> {
@@ -230,6 +236,7 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
             bytes: 0,
             packets: 0,
             rekey_bytes,
+            keyed_at: std::time::Instant::now(),
         }
     }
 
@@ -318,6 +325,7 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
         }
         self.bytes = 0;
         self.packets = 0;
+        self.keyed_at = std::time::Instant::now();
     }
 
     fn release_held(&mut self) {
@@ -330,7 +338,9 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
     }
 
     fn rekey_due(&self) -> bool {
-        self.bytes >= self.rekey_bytes || self.packets >= REKEY_PACKETS
+        self.bytes >= self.rekey_bytes
+            || self.packets >= REKEY_PACKETS
+            || self.keyed_at.elapsed() >= REKEY_AFTER
     }
 }
 
@@ -343,21 +353,26 @@ pub enum Role {
     Client { expected: Option<Fingerprint> },
 }
 
+/// A key exchange in progress (boxed: idle connections keep only a
+/// pointer's worth of it).
+#[derive(Default)]
+struct Exchange {
+    ours: Option<Vec<u8>>,
+    theirs: Option<Vec<u8>>,
+    negotiated: Option<Negotiated>,
+    client: Option<ClientKex>,
+    /// Keys for the receiving direction, installed at their NEWKEYS.
+    rx_keys: Option<DirectionKeys>,
+    /// Drop the peer's next KEX packet (a wrong first_kex_packet_follows guess).
+    skip_guess: bool,
+}
+
 /// Where a key exchange stands.
 enum Step {
     /// No exchange in progress.
     Idle,
     /// KEXINITs being exchanged / waiting for the exchange message.
-    Exchanging {
-        ours: Option<Vec<u8>>,
-        theirs: Option<Vec<u8>>,
-        negotiated: Option<Negotiated>,
-        client: Option<ClientKex>,
-        /// Keys for the receiving direction, installed at their NEWKEYS.
-        rx_keys: Option<DirectionKeys>,
-        /// Drop the peer's next KEX packet (a wrong first_kex_packet_follows guess).
-        skip_guess: bool,
-    },
+    Exchanging(Box<Exchange>),
 }
 
 /// The key-exchange state of one leg.
@@ -415,7 +430,7 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
     pub fn new(stream: S, role: Role, rekey_bytes: u64) -> Self {
         let (r, w) = tokio::io::split(stream);
         Self {
-            rx: Rx::new(r),
+            rx: Rx::new(r, rekey_bytes),
             tx: Tx::new(w, rekey_bytes),
             kex: Kex {
                 role,
@@ -480,14 +495,7 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
         if self.kex.in_progress() {
             return;
         }
-        self.kex.step = Step::Exchanging {
-            ours: None,
-            theirs: None,
-            negotiated: None,
-            client: None,
-            rx_keys: None,
-            skip_guess: false,
-        };
+        self.kex.step = Step::Exchanging(Box::default());
         self.send_our_kexinit();
     }
 
@@ -500,8 +508,8 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
         let payload = init.encode();
         self.tx.hold();
         self.tx.send(&payload);
-        if let Step::Exchanging { ours, .. } = &mut self.kex.step {
-            *ours = Some(payload);
+        if let Step::Exchanging(x) = &mut self.kex.step {
+            x.ours = Some(payload);
         }
     }
 
@@ -561,23 +569,23 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
         if !self.kex.in_progress() {
             self.begin_rekey();
         }
-        let Step::Exchanging { theirs, .. } = &mut self.kex.step else {
-            unreachable_step()?
+        let Step::Exchanging(x) = &mut self.kex.step else {
+            return unreachable_step();
         };
-        if theirs.is_some() {
+        if x.theirs.is_some() {
             return Err(TransportError::protocol(
                 "a second KEXINIT during key exchange",
             ));
         }
-        *theirs = Some(p.to_vec());
-        let Step::Exchanging {
+        x.theirs = Some(p.to_vec());
+        let Exchange {
             ours: Some(ours),
             theirs: Some(theirs),
             negotiated,
             client,
             skip_guess,
             ..
-        } = &mut self.kex.step
+        } = &mut **x
         else {
             return unreachable_step();
         };
@@ -605,18 +613,20 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
 
     fn on_exchange(&mut self, p: &[u8]) -> Result<(), TransportError> {
         let session_known = self.kex.session_id.clone();
-        let Step::Exchanging {
+        let before = || TransportError::protocol("key-exchange message before KEXINIT");
+        let Step::Exchanging(x) = &mut self.kex.step else {
+            return Err(before());
+        };
+        let Exchange {
             ours: Some(ours),
             theirs: Some(theirs),
             negotiated: Some(n),
             client,
             rx_keys,
             skip_guess,
-        } = &mut self.kex.step
+        } = &mut **x
         else {
-            return Err(TransportError::protocol(
-                "key-exchange message before KEXINIT",
-            ));
+            return Err(before());
         };
         if *skip_guess {
             *skip_guess = false;
@@ -661,7 +671,12 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
                     server_kexinit: theirs,
                     host_key: &[],
                 };
-                let (host_key, k, h, signature) = state.finish(p, &input)?;
+                let kex::ServerReply {
+                    host_key,
+                    secret: k,
+                    hash: h,
+                    signature,
+                } = state.finish(p, &input)?;
                 if expected.is_none_or(|e| e != Fingerprint::of_key_blob(&host_key)) {
                     return Err(KexError::HostKey.into());
                 }
@@ -691,10 +706,11 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
     }
 
     fn on_newkeys(&mut self) -> Result<(), TransportError> {
-        let Step::Exchanging { rx_keys, .. } = &mut self.kex.step else {
+        let Step::Exchanging(x) = &mut self.kex.step else {
             return Err(TransportError::protocol("NEWKEYS outside key exchange"));
         };
-        let keys = rx_keys
+        let keys = x
+            .rx_keys
             .take()
             .ok_or_else(|| TransportError::protocol("NEWKEYS before the exchange"))?;
         self.rx.opener = Opener::new(keys.cipher, &keys.key, &keys.iv);
@@ -732,7 +748,7 @@ pub fn disconnect_payload(code: u32, description: &str) -> Vec<u8> {
 
 impl Kex {
     fn their_kexinit_missing(&self) -> bool {
-        matches!(&self.step, Step::Exchanging { theirs: None, .. })
+        matches!(&self.step, Step::Exchanging(x) if x.theirs.is_none())
     }
 }
 
