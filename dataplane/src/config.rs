@@ -9,6 +9,9 @@
 //! | `CONNECT_SSH_MAX_CONNECTIONS` | `2000` | concurrent SSH connections, all cores together |
 //! | `CONNECT_SSH_MAX_CONN_CHANNELS` | `64` | channels per connection, opened from either side |
 //! | `CONNECT_SSH_HANDSHAKE_TIMEOUT` | `15s` | from accept to authenticated |
+//! | `CONNECT_SSH_MAX_STARTUPS` | `100:30:1000` | unauthenticated connections, as sshd's MaxStartups `start:rate:full` |
+//! | `CONNECT_SSH_MAX_STARTUPS_PER_SOURCE` | `50` | unauthenticated connections from one address |
+//! | `CONNECT_SSH_PENALTY` | `30s` | penalty time (5 s per failed login, 10 s per handshake timeout) above which a source is refused; `0` turns penalties off |
 //! | `CONNECT_SSH_REKEY_LIMIT` | `1073741824` | bytes per direction and leg after which the proxy rekeys that leg |
 //! | `CONNECT_MANAGEMENT_PORT` | `9090` | `/metrics`, `/healthz`, `/readyz` on all interfaces |
 //! | `CONNECT_LOG_LEVEL` | `info` | off, error, warn, info, debug, trace |
@@ -64,6 +67,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Bytes per direction of one leg after which the proxy starts a rekey.
     pub rekey_bytes: u64,
+    /// Caps on connections not yet authenticated.
+    pub admission: crate::admission::Caps,
     pub management_port: u16,
     /// Where the management port listens: every interface (Prometheus
     /// scrapes it from the cluster); loopback for `--dev`.
@@ -136,6 +141,20 @@ impl Config {
                 "must be at least 65536 bytes",
             ));
         }
+        let mut admission = crate::admission::Caps::default();
+        if let Some(v) = env.non_empty("CONNECT_SSH_MAX_STARTUPS") {
+            (admission.start, admission.rate, admission.full) =
+                crate::admission::parse_startups(&v)
+                    .map_err(|e| ConfigError::new("CONNECT_SSH_MAX_STARTUPS", e))?;
+        }
+        admission.per_source = positive(
+            "CONNECT_SSH_MAX_STARTUPS_PER_SOURCE",
+            env.parse("CONNECT_SSH_MAX_STARTUPS_PER_SOURCE")?,
+            admission.per_source,
+        )?;
+        if let Some(p) = env.duration("CONNECT_SSH_PENALTY")? {
+            admission.penalty = p;
+        }
         let control = match env.non_empty("CONNECT_CONTROL_URL") {
             None => Control::Embedded,
             Some(url) => {
@@ -194,6 +213,7 @@ impl Config {
             max_channels,
             handshake_timeout,
             rekey_bytes,
+            admission,
             management_port,
             management_ip: std::net::IpAddr::from([0, 0, 0, 0]),
             log_level: env

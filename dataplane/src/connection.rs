@@ -20,6 +20,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::activity::LastActive;
+use crate::admission::{PENALTY_AUTHFAIL, PENALTY_GRACE, PreauthEntry, Startup};
 use crate::core::CoreShared;
 use crate::error::ConnError;
 use crate::io_backend::Stream;
@@ -65,7 +66,7 @@ impl Drop for SessionGauge {
 }
 
 /// Runs one accepted connection to its end.
-pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr) {
+pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr, startup: Startup) {
     let started = Instant::now();
     let mut user = Leg::new(
         stream,
@@ -75,32 +76,68 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr) {
         core.config.rekey_bytes,
     );
     let limit = core.config.handshake_timeout;
+    let mut refusals = 0u32;
+    let preauth = PreauthEntry::register();
     let auth = tokio::time::timeout(limit, async {
-        user.handshake()
-            .await
-            .map_err(|e| (Phase::Handshake, ConnError::from(e)))?;
-        userauth::authenticate(&mut user, &core.metrics, peer)
-            .await
-            .map_err(|e| (Phase::Authenticate, e))
+        let evicted = preauth.evicted.notified();
+        tokio::pin!(evicted);
+        tokio::select! {
+            _ = &mut evicted => Err((Phase::Accept, ConnError::Evicted)),
+            r = async {
+                user.handshake()
+                    .await
+                    .map_err(|e| (Phase::Handshake, ConnError::from(e)))?;
+                userauth::authenticate(&mut user, &core.metrics, peer, &mut refusals)
+                    .await
+                    .map_err(|e| (Phase::Authenticate, e))
+            } => r,
+        }
     })
     .await;
+    drop(preauth);
     let auth = match auth {
-        Ok(Ok(auth)) => auth,
+        Ok(Ok(auth)) => {
+            startup.authenticated();
+            auth
+        }
         Ok(Err((phase, e))) => {
+            if refusals > 0 {
+                startup.penalise(PENALTY_AUTHFAIL);
+            }
             // Load-balancer health checks connect and close without a byte.
             debug!(phase = phase.as_str(), reason = e.reason(), error = %e, "connection ended before authentication");
             return;
         }
         Err(_) => {
+            startup.penalise(PENALTY_GRACE);
+            let e = ConnError::HandshakeTimeout;
             core.metrics
                 .all
                 .refused
-                .with_label_values(&["handshake_timeout"])
+                .with_label_values(&[e.reason()])
                 .inc();
-            user.disconnect(msg::reason::BY_APPLICATION, "authentication timed out")
-                .await;
+            info!(phase = Phase::Authenticate.as_str(), reason = e.reason(), limit = ?limit, "connection ended before authentication");
+            user.disconnect(
+                msg::reason::BY_APPLICATION,
+                "authentication timed out (CONNECT_SSH_HANDSHAKE_TIMEOUT); a passphrase prompt left unanswered?",
+            )
+            .await;
             return;
         }
+    };
+    let Some(_admitted) = crate::core::Admitted::try_new(&core) else {
+        core.metrics
+            .all
+            .refused
+            .with_label_values(&["max_connections"])
+            .inc();
+        info!(phase = Phase::Route.as_str(), login = %auth.login, "refused: CONNECT_SSH_MAX_CONNECTIONS reached");
+        user.disconnect(
+            msg::reason::TOO_MANY_CONNECTIONS,
+            "connect-proxy is at its connection limit; try again in a moment",
+        )
+        .await;
+        return;
     };
     core.metrics.sessions.inc();
     let _gauge = SessionGauge(core.metrics.sessions.clone());
@@ -110,7 +147,7 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr) {
         .observe(started.elapsed().as_secs_f64());
     let active = Arc::new(LastActive::default());
     let _registration = core.activity.register(auth.session.id, active.clone());
-    info!(phase = Phase::Route.as_str(), %peer, login = %auth.login, "login accepted");
+    info!(phase = Phase::Route.as_str(), login = %auth.login, "login accepted");
 
     let user_name = auth.login.user.to_string();
     let studio = upstream::connect(
@@ -131,7 +168,7 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr) {
     };
     let end = match studio {
         Ok(mut studio) => {
-            info!(phase = Phase::Relay.as_str(), %peer, login = %who.login, "connected to studio");
+            info!(phase = Phase::Relay.as_str(), login = %who.login, "connected to studio");
             relay::run(
                 &mut user,
                 &mut studio,
@@ -143,8 +180,8 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr) {
             .await
         }
         Err(e) => {
-            warn!(phase = Phase::Upstream.as_str(), %peer, login = %who.login, reason = e.reason(), error = %e, "studio unavailable");
-            stranded::run(&mut user, &e).await
+            warn!(phase = Phase::Upstream.as_str(), login = %who.login, reason = e.reason(), error = %e, detail = e.detail(), "studio unavailable");
+            stranded::run(&mut user, e).await
         }
     };
     core.metrics
@@ -154,7 +191,6 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr) {
         .inc();
     info!(
         phase = Phase::Close.as_str(),
-        %peer,
         login = %who.login,
         reason = end.reason(),
         error = %end,

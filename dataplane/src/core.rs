@@ -28,8 +28,11 @@ pub struct CoreShared {
     pub key: Arc<Ed25519Signer>,
     pub metrics: CoreMetrics,
     pub activity: Arc<Table>,
-    /// Connections on all cores, against `CONNECT_SSH_MAX_CONNECTIONS`.
+    /// Authenticated connections on all cores, against
+    /// `CONNECT_SSH_MAX_CONNECTIONS`.
     pub connections: Arc<AtomicUsize>,
+    /// Unauthenticated connections on all cores, and per-source penalties.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// The control thread's handles to one running core.
@@ -61,6 +64,7 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
     } = start;
     let key = Arc::new(key);
     let connections = Arc::new(AtomicUsize::new(0));
+    let admission = crate::admission::Admission::new(config.admission);
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -75,6 +79,7 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
             metrics: CoreMetrics::new(&metrics, id),
             activity: activity.clone(),
             connections: connections.clone(),
+            admission: admission.clone(),
         });
         let pin = cpus.get(id % cpus.len().max(1)).copied();
         std::thread::Builder::new()
@@ -105,7 +110,7 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
     Ok(handles)
 }
 
-/// Accept phase: admit under the connection limit, then hand off.
+/// Accept phase: admit under the unauthenticated caps, then hand off.
 async fn accept_loop(core: Arc<CoreShared>, acceptor: Acceptor) {
     loop {
         let (stream, peer) = match acceptor.accept().await {
@@ -117,33 +122,50 @@ async fn accept_loop(core: Arc<CoreShared>, acceptor: Acceptor) {
                 continue;
             }
         };
-        let open = core.connections.fetch_add(1, Ordering::Relaxed);
-        if open >= core.config.max_connections {
-            core.connections.fetch_sub(1, Ordering::Relaxed);
+        let startup = match core.admission.admit(peer.ip()) {
+            Ok(s) => s,
+            Err(refused) => {
+                core.metrics
+                    .all
+                    .refused
+                    .with_label_values(&[refused.label()])
+                    .inc();
+                debug!(%peer, reason = refused.label(), "connection refused before the handshake");
+                drop(stream);
+                continue;
+            }
+        };
+        if startup.evict && crate::admission::evict_oldest() {
             core.metrics
                 .all
                 .refused
-                .with_label_values(&["max_connections"])
+                .with_label_values(&["max_startups"])
                 .inc();
-            debug!(%peer, "connection refused: CONNECT_SSH_MAX_CONNECTIONS reached");
-            drop(stream);
-            continue;
         }
-        let admitted = Admitted(core.connections.clone());
         let span = tracing::info_span!("conn", core = core.id, peer = %peer);
         let core = core.clone();
         tokio::task::spawn_local(
-            async move {
-                let _admitted = admitted;
-                crate::connection::run(core, stream, peer).await;
-            }
-            .instrument(span),
+            crate::connection::run(core, stream, peer, startup).instrument(span),
         );
     }
 }
 
-/// Decrements the connection count however the connection ends.
-struct Admitted(Arc<AtomicUsize>);
+/// One authenticated connection counted against
+/// `CONNECT_SSH_MAX_CONNECTIONS` (all cores); unauthenticated ones have
+/// their own caps ([`crate::admission`]).
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Admitted {
+    /// Counts one more, unless the cap is reached.
+    pub fn try_new(core: &CoreShared) -> Option<Self> {
+        let open = core.connections.fetch_add(1, Ordering::Relaxed);
+        if open >= core.config.max_connections {
+            core.connections.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(core.connections.clone()))
+    }
+}
 
 impl Drop for Admitted {
     fn drop(&mut self) {

@@ -26,6 +26,9 @@ pub enum ConnError {
     /// Not authenticated within CONNECT_SSH_HANDSHAKE_TIMEOUT.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// Dropped unauthenticated to make room (CONNECT_SSH_MAX_STARTUPS).
+    #[error("dropped before authentication to make room for new connections")]
+    Evicted,
     /// A state change took the login's right away.
     #[error("access revoked: {}", .0.label())]
     Revoked(Denied),
@@ -41,9 +44,12 @@ impl ConnError {
             Self::UserLeg(TransportError::Disconnected { .. }) => "client_closed",
             Self::UserLeg(_) => "client_transport",
             Self::Studio(e) => e.reason(),
-            Self::StudioLeg(TransportError::Closed) => "studio_closed",
+            Self::StudioLeg(TransportError::Closed | TransportError::Disconnected { .. }) => {
+                "studio_closed"
+            }
             Self::StudioLeg(_) => "studio_transport",
             Self::HandshakeTimeout => "handshake_timeout",
+            Self::Evicted => "max_startups",
             Self::Revoked(_) => "revoked",
         }
     }

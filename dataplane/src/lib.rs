@@ -7,7 +7,8 @@
 //! - [`config`] and [`key`]: `CONNECT_*` variables and the proxy key;
 //! - [`io_backend`] and [`uring_stream`]: io_uring or epoll under one stream
 //!   type (the workspace's only `unsafe` lives in `uring_stream`);
-//! - [`core`]: one thread per core and the accept phase;
+//! - [`core`]: one thread per core and the accept phase; [`admission`]:
+//!   caps on connections not yet authenticated;
 //! - [`connection`]: the phases of one connection, in order;
 //! - [`ssh`]: the proxy's own SSH transport (both roles);
 //! - [`userauth`]: publickey authentication on the user's leg;
@@ -20,6 +21,7 @@
 #![deny(unsafe_code)]
 
 pub mod activity;
+pub mod admission;
 pub mod authorize;
 pub mod channels;
 pub mod config;

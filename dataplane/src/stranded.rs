@@ -11,12 +11,11 @@ use crate::ssh::transport::{Event, Leg};
 use crate::ssh::wire::{Put, Reader};
 use crate::upstream::UpstreamError;
 
-/// Serves the user until they leave. `why` is the line they read.
-pub async fn run<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, why: &UpstreamError) -> ConnError {
-    match serve(user, &why.to_string()).await {
-        Ok(()) => ConnError::ClientLeft,
-        Err(e) => e,
-    }
+/// Serves the user until they leave. `why` is the line they read; it is
+/// also why the connection ended.
+pub async fn run<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, why: UpstreamError) -> ConnError {
+    let _ = serve(user, &why.to_string()).await;
+    ConnError::Studio(why)
 }
 
 async fn serve<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, why: &str) -> Result<(), ConnError> {
@@ -36,7 +35,7 @@ async fn serve<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, why: &str) -> Resul
             msg::CHANNEL_OPEN => {
                 let kind = r.string("channel type")?;
                 let sender = r.u32("sender channel")?;
-                if kind == b"session" && channels.len() < 64 {
+                if kind == b"session" && channels.len() < crate::config::DEFAULT_MAX_CHANNELS {
                     let mut c = Vec::with_capacity(17);
                     c.put_u8(msg::CHANNEL_OPEN_CONFIRMATION);
                     c.put_u32(sender);

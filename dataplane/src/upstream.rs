@@ -44,6 +44,14 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// What went wrong underneath, for the log (not shown to the user).
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::Unreachable(_, detail) => detail,
+            _ => "",
+        }
+    }
+
     /// The metric label.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -27,7 +27,7 @@ const REFUSAL_TIME: Duration = Duration::from_millis(100);
 /// Authentication requests before the connection is closed.
 const MAX_ATTEMPTS: u32 = 20;
 /// The one line a client gets when it has tried too many keys.
-const TOO_MANY: &str = "Too many authentication failures: connect offers every key in your agent in turn; \
+const TOO_MANY: &str = "Too many authentication failures: your ssh offered more keys than allowed; \
      use IdentitiesOnly=yes with IdentityFile for this host";
 
 /// Who logged in, and where they go.
@@ -123,11 +123,13 @@ fn decide(user: &str, blob: &[u8]) -> Result<Authenticated, Denied> {
 
 /// Runs the service request and userauth exchange until a login is
 /// authorized. USERAUTH_SUCCESS is not sent: the caller sends it once
-/// the Studio leg is decided.
+/// the Studio leg is decided. `refusals` counts the refused requests (for
+/// the source's penalty should the connection end unauthenticated).
 pub async fn authenticate<S: AsyncRead + AsyncWrite>(
     leg: &mut Leg<S>,
     metrics: &CoreMetrics,
     peer: std::net::SocketAddr,
+    refusals: &mut u32,
 ) -> Result<Authenticated, ConnError> {
     let mut service = false;
     let mut attempts = 0u32;
@@ -187,6 +189,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite>(
                                 leg.tx.send(&ok);
                             }
                             Err(denied) => {
+                                *refusals += 1;
                                 refused(metrics, peer, user, denied);
                                 leg.tx.send(&failure());
                             }
@@ -214,6 +217,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite>(
                                 return Ok(auth);
                             }
                             Err(denied) => {
+                                *refusals += 1;
                                 refused(metrics, peer, user, denied);
                                 tokio::time::sleep_until((arrived + REFUSAL_TIME).into()).await;
                                 leg.tx.send(&failure());
