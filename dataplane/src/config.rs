@@ -6,10 +6,10 @@
 //! | `CONNECT_SSH_ENABLED` | not `true`: no SSH listener | the seed's switch |
 //! | `CONNECT_SSH_ADDR` | `:2222` | SSH listen address |
 //! | `CONNECT_SSH_KEY_PATH` / `CONNECT_SSH_KEY_VALUE_BASE64` | one required | the proxy's OpenSSH private key |
-//! | `CONNECT_SSH_MAX_CONNECTIONS` | `2000` | concurrent SSH connections, all cores together |
+//! | `CONNECT_SSH_MAX_CONNECTIONS` | `2000` | authenticated SSH connections, all cores together |
 //! | `CONNECT_SSH_MAX_CONN_CHANNELS` | `64` | channels per connection, opened from either side |
 //! | `CONNECT_SSH_HANDSHAKE_TIMEOUT` | `15s` | from accept to authenticated |
-//! | `CONNECT_SSH_MAX_STARTUPS` | `100:30:1000` | unauthenticated connections, as sshd's MaxStartups `start:rate:full` |
+//! | `CONNECT_SSH_MAX_STARTUPS` | `1000:30:4000` | unauthenticated connections, as sshd's MaxStartups `start:rate:full` |
 //! | `CONNECT_SSH_MAX_STARTUPS_PER_SOURCE` | `50` | unauthenticated connections from one address |
 //! | `CONNECT_SSH_PENALTY` | `30s` | penalty time (5 s per failed login, 10 s per handshake timeout) above which a source is refused; `0` turns penalties off |
 //! | `CONNECT_SSH_REKEY_LIMIT` | `1073741824` | bytes per direction and leg after which the proxy rekeys that leg |

@@ -3,7 +3,8 @@
 //! `CONNECT_SSH_KEY_VALUE_BASE64`), so users never meet a host-key warning.
 //!
 //! Refused with the reason (exit 64): unreadable, not an OpenSSH private
-//! key, passphrase-protected, a type russh-with-ring cannot sign with, and
+//! key, passphrase-protected, a type other than ed25519 (the transport signs
+//! with ring's Ed25519), and
 //! a key file readable by group or others (as OpenSSH refuses it).
 
 use std::os::unix::fs::PermissionsExt;

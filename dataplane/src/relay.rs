@@ -17,7 +17,8 @@
 //! order), replies matched to requests by order with the ones the gateway
 //! answers itself kept in sequence, data bytes counted for activity and
 //! metrics, and a state change that takes the login's right away ends the
-//! connection within a second.
+//! connection as soon as the core installs it (milliseconds after the
+//! control plane commits it).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -190,6 +191,9 @@ async fn relay<S: AsyncRead + AsyncWrite>(
             // A leg in a key exchange is always read: its KEX messages may
             // sit behind data, and the other leg may be rekeying too and
             // holding its output until this one finishes.
+            // A leg is read while the other leg takes what it relays. Not
+            // gated on its own backlog: russh blocks reading while it
+            // writes, so a leg we stopped reading might never drain.
             r = user.rx.fill(), if studio.tx.pending() < HIGH_WATER || user.kex.in_progress() => {
                 r.map_err(user_err)?;
                 up_all(user, studio, policy)?;
@@ -247,7 +251,7 @@ fn up_all<S: AsyncRead + AsyncWrite>(
         } else if !(50..=79).contains(&m) {
             // Userauth after success is ignored (RFC 4252 §5.1); anything
             // else is not a message we carry.
-            user.unimplemented();
+            unimplemented(user).map_err(ConnError::Client)?;
         }
     }
     Ok(())
@@ -279,9 +283,20 @@ fn down_all<S: AsyncRead + AsyncWrite>(
                 }));
             }
         } else if !(50..=79).contains(&m) {
-            studio.unimplemented();
+            unimplemented(studio).map_err(|e| ConnError::StudioLeg(TransportError::protocol(e)))?;
         }
     }
+    Ok(())
+}
+
+/// Answers an unknown message with UNIMPLEMENTED, unless the peer keeps
+/// sending them without reading our answers (the one reply we queue on the
+/// leg we read from, so the other leg's backlog does not bound it).
+fn unimplemented<S: AsyncRead + AsyncWrite>(leg: &mut Leg<S>) -> Result<(), String> {
+    if leg.tx.pending() > 4 * HIGH_WATER {
+        return Err("unknown messages sent faster than our answers are read".into());
+    }
+    leg.unimplemented();
     Ok(())
 }
 

@@ -165,6 +165,11 @@ impl UringStream {
         self.inner_mut().socket.set_nodelay(nodelay)
     }
 
+    /// Sets TCP keepalive (callable from any thread).
+    pub fn set_keepalive(&self, keepalive: &socket2::TcpKeepalive) -> io::Result<()> {
+        socket2::SockRef::from(&self.borrow_fd()).set_tcp_keepalive(keepalive)
+    }
+
     fn borrow_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: `self.fd` stays open while `self` exists (field invariant),
         // and the borrow cannot outlive `self`.

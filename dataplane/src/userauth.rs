@@ -105,7 +105,13 @@ fn refused(metrics: &CoreMetrics, peer: std::net::SocketAddr, user: &str, denied
         .auth
         .with_label_values(&["refused", denied.label()])
         .inc();
-    info!(%peer, user, reason = denied.label(), "login refused");
+    let _ = peer; // in the connection's span
+    info!(
+        phase = "authenticate",
+        user,
+        reason = denied.label(),
+        "login refused"
+    );
 }
 
 /// The decision after a valid signature.

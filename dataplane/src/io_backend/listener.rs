@@ -87,7 +87,9 @@ impl Acceptor {
             Acceptor::Uring { listener, .. } => {
                 let (socket, peer) = listener.accept().await?;
                 socket.set_nodelay(true)?;
-                Ok((Stream::Uring(UringStream::new(socket)), peer))
+                let stream = UringStream::new(socket);
+                let _ = stream.set_keepalive(&super::stream::keepalive());
+                Ok((Stream::Uring(stream), peer))
             }
             Acceptor::Epoll(listener) => {
                 let (socket, peer) = listener.accept().await?;

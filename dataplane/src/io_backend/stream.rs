@@ -77,11 +77,15 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// (which the relay could not inject without confusing reply order).
 pub fn tune(stream: &tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
-    let keepalive = socket2::TcpKeepalive::new()
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive());
+}
+
+/// The keepalive settings of every proxied socket (see [`tune`]).
+pub fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_RETRIES);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+        .with_retries(KEEPALIVE_RETRIES)
 }
 
 impl AsyncRead for Stream {

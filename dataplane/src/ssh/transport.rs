@@ -45,6 +45,8 @@ const REKEY_PACKETS: u32 = 1 << 31;
 const REKEY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The receive buffer starts this large and grows to the packet in hand.
 const READ_CHUNK: usize = 32 * 1024;
+/// The first read after an idle period goes to a small stack buffer.
+const IDLE_READ: usize = 512;
 
 /// Why a leg's transport ended.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,21 @@ impl<R: AsyncRead + Unpin> Rx<R> {
     /// Reads more from the socket (cancel-safe: a dropped call loses
     /// nothing). `Err(Closed)` at end of stream.
     pub async fn fill(&mut self) -> Result<(), TransportError> {
+        if self.buf.is_empty() {
+            // Released while idle: wait for the first bytes without holding
+            // a buffer (an idle session would otherwise keep READ_CHUNK per
+            // leg allocated for as long as it idles).
+            let mut first = [0u8; IDLE_READ];
+            let n = self.io.read(&mut first).await?;
+            if n == 0 {
+                return Err(TransportError::Closed);
+            }
+            self.buf.resize(READ_CHUNK, 0);
+            self.buf[..n].copy_from_slice(&first[..n]);
+            self.start = 0;
+            self.end = n;
+            return Ok(());
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -286,11 +303,9 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
         }
         self.written += n;
         if self.written == self.out.len() {
+            // Everything is written: an idle connection keeps no buffer.
             self.written = 0;
-            self.out.clear();
-            if self.out.capacity() > 4 * READ_CHUNK {
-                self.out = Vec::new();
-            }
+            self.out = Vec::new();
         }
         Ok(())
     }
@@ -520,6 +535,16 @@ impl<S: AsyncRead + AsyncWrite> Leg<S> {
 
     /// Handles one transport-layer message (1-49) received on this leg.
     pub fn on_transport(&mut self, p: &[u8]) -> Result<Event, TransportError> {
+        if msg::is_kex(p[0])
+            && p[0] != msg::KEXINIT
+            && let Step::Exchanging(x) = &mut self.kex.step
+            && x.skip_guess
+        {
+            // RFC 4253 §7: the packet after a wrong first_kex_packet_follows
+            // guess is ignored, whatever method it belongs to.
+            x.skip_guess = false;
+            return Ok(Event::None);
+        }
         match p[0] {
             msg::DISCONNECT => {
                 let mut r = Reader::new(p);
