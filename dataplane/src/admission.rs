@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 
 /// Penalty for a connection that ended with a refused authentication.
 pub const PENALTY_AUTHFAIL: Duration = Duration::from_secs(5);
+/// Penalty for a connection that completed the key exchange and left
+/// without authenticating (sshd's `noauth`): key exchanges cost the proxy
+/// CPU, and a source repeating them (DHEat) is slowed to about one a second
+/// once it has spent the threshold.
+pub const PENALTY_NOAUTH: Duration = Duration::from_secs(1);
 /// Penalty for a connection that did not authenticate in time.
 pub const PENALTY_GRACE: Duration = Duration::from_secs(10);
 /// Sources tracked before penalties are forgotten (those with live

@@ -20,7 +20,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::activity::LastActive;
-use crate::admission::{PENALTY_AUTHFAIL, PENALTY_GRACE, PreauthEntry, Startup};
+use crate::admission::{PENALTY_AUTHFAIL, PENALTY_GRACE, PENALTY_NOAUTH, PreauthEntry, Startup};
 use crate::core::CoreShared;
 use crate::error::ConnError;
 use crate::io_backend::Stream;
@@ -103,6 +103,8 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr, startu
         Ok(Err((phase, e))) => {
             if refusals > 0 {
                 startup.penalise(PENALTY_AUTHFAIL);
+            } else if phase == Phase::Authenticate {
+                startup.penalise(PENALTY_NOAUTH);
             }
             // Load-balancer health checks connect and close without a byte.
             debug!(phase = phase.as_str(), reason = e.reason(), error = %e, "connection ended before authentication");

@@ -92,6 +92,8 @@ pub struct Rx<R> {
     bytes: u64,
     packets: u32,
     rekey_bytes: u64,
+    /// Bytes the last read brought (to tell bulk from idle).
+    last_read: usize,
 }
 
 impl<R: AsyncRead + Unpin> Rx<R> {
@@ -106,6 +108,7 @@ impl<R: AsyncRead + Unpin> Rx<R> {
             bytes: 0,
             packets: 0,
             rekey_bytes,
+            last_read: 0,
         }
     }
 
@@ -125,6 +128,7 @@ impl<R: AsyncRead + Unpin> Rx<R> {
             self.buf[..n].copy_from_slice(&first[..n]);
             self.start = 0;
             self.end = n;
+            self.last_read = n;
             return Ok(());
         }
         if self.start == self.end {
@@ -144,6 +148,7 @@ impl<R: AsyncRead + Unpin> Rx<R> {
             return Err(TransportError::Closed);
         }
         self.end += n;
+        self.last_read = n;
         Ok(())
     }
 
@@ -203,9 +208,10 @@ impl<R: AsyncRead + Unpin> Rx<R> {
         }
     }
 
-    /// Frees the receive buffer while nothing is buffered (idle sessions).
+    /// Frees the receive buffer while nothing is buffered and the last read
+    /// was short (the peer has gone quiet; a bulk transfer keeps it).
     pub fn release(&mut self) {
-        if self.start == self.end {
+        if self.start == self.end && self.last_read < IDLE_READ * 8 && !self.buf.is_empty() {
             self.buf = Vec::new();
             self.start = 0;
             self.end = 0;
@@ -303,9 +309,14 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
         }
         self.written += n;
         if self.written == self.out.len() {
-            // Everything is written: an idle connection keeps no buffer.
+            // Everything is written: a small burst (keystrokes, an idle
+            // connection's keepalive) frees the buffer; bulk keeps it.
+            if self.written < IDLE_READ * 8 {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
             self.written = 0;
-            self.out = Vec::new();
         }
         Ok(())
     }
