@@ -55,7 +55,10 @@ impl Default for Caps {
             start: 1000,
             rate: 30,
             full: 4000,
-            per_source: 50,
+            // High enough for a burst of logins from one NAT or load
+            // balancer address; low enough that one address cannot fill
+            // `start` alone.
+            per_source: 250,
             penalty: Duration::from_secs(30),
         }
     }

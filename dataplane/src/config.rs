@@ -10,7 +10,7 @@
 //! | `CONNECT_SSH_MAX_CONN_CHANNELS` | `64` | channels per connection, opened from either side |
 //! | `CONNECT_SSH_HANDSHAKE_TIMEOUT` | `15s` | from accept to authenticated |
 //! | `CONNECT_SSH_MAX_STARTUPS` | `1000:30:4000` | unauthenticated connections, as sshd's MaxStartups `start:rate:full` |
-//! | `CONNECT_SSH_MAX_STARTUPS_PER_SOURCE` | `50` | unauthenticated connections from one address |
+//! | `CONNECT_SSH_MAX_STARTUPS_PER_SOURCE` | `250` | unauthenticated connections from one address |
 //! | `CONNECT_SSH_PENALTY` | `30s` | penalty time (5 s per failed login, 1 s per key exchange left without authenticating, 10 s per handshake timeout) above which a source is refused; `0` turns penalties off |
 //! | `CONNECT_SSH_REKEY_LIMIT` | `1073741824` | bytes per direction and leg after which the proxy rekeys that leg |
 //! | `CONNECT_MANAGEMENT_PORT` | `9090` | `/metrics`, `/healthz`, `/readyz` on all interfaces |
