@@ -13,7 +13,6 @@
 //! - relay: [`crate::relay`] until either side ends;
 //! - close: counters, the closing log line.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,8 +64,9 @@ impl Drop for SessionGauge {
     }
 }
 
-/// Runs one accepted connection to its end.
-pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr, startup: Startup) {
+/// Runs one accepted connection to its end; the peer's address is in the
+/// caller's span.
+pub async fn run(core: Arc<CoreShared>, stream: Stream, startup: Startup) {
     let started = Instant::now();
     let mut user = Leg::new(
         stream,
@@ -87,7 +87,7 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, peer: SocketAddr, startu
                 user.handshake()
                     .await
                     .map_err(|e| (Phase::Handshake, ConnError::from(e)))?;
-                userauth::authenticate(&mut user, &core.metrics, peer, &mut refusals)
+                userauth::authenticate(&mut user, &core.metrics, &mut refusals)
                     .await
                     .map_err(|e| (Phase::Authenticate, e))
             } => r,

@@ -144,9 +144,7 @@ async fn accept_loop(core: Arc<CoreShared>, acceptor: Acceptor) {
         }
         let span = tracing::info_span!("conn", core = core.id, peer = %peer);
         let core = core.clone();
-        tokio::task::spawn_local(
-            crate::connection::run(core, stream, peer, startup).instrument(span),
-        );
+        tokio::task::spawn_local(crate::connection::run(core, stream, startup).instrument(span));
     }
 }
 

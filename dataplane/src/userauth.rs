@@ -99,13 +99,13 @@ fn known_key(user: &str, blob: &[u8]) -> Result<(), Denied> {
 }
 
 /// Counts and logs a refusal; the client sees only USERAUTH_FAILURE.
-fn refused(metrics: &CoreMetrics, peer: std::net::SocketAddr, user: &str, denied: Denied) {
+/// The peer's address is in the connection's span.
+fn refused(metrics: &CoreMetrics, user: &str, denied: Denied) {
     metrics
         .all
         .auth
         .with_label_values(&["refused", denied.label()])
         .inc();
-    let _ = peer; // in the connection's span
     info!(
         phase = "authenticate",
         user,
@@ -134,7 +134,6 @@ fn decide(user: &str, blob: &[u8]) -> Result<Authenticated, Denied> {
 pub async fn authenticate<S: AsyncRead + AsyncWrite>(
     leg: &mut Leg<S>,
     metrics: &CoreMetrics,
-    peer: std::net::SocketAddr,
     refusals: &mut u32,
 ) -> Result<Authenticated, ConnError> {
     let mut service = false;
@@ -196,7 +195,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite>(
                             }
                             Err(denied) => {
                                 *refusals += 1;
-                                refused(metrics, peer, user, denied);
+                                refused(metrics, user, denied);
                                 leg.tx.send(&failure());
                             }
                         }
@@ -224,7 +223,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite>(
                             }
                             Err(denied) => {
                                 *refusals += 1;
-                                refused(metrics, peer, user, denied);
+                                refused(metrics, user, denied);
                                 tokio::time::sleep_until((arrived + REFUSAL_TIME).into()).await;
                                 leg.tx.send(&failure());
                             }
