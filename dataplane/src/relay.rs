@@ -188,12 +188,12 @@ async fn relay<S: AsyncRead + AsyncWrite>(
     down_all(user, studio, policy)?;
     loop {
         tokio::select! {
-            // A leg in a key exchange is always read: its KEX messages may
-            // sit behind data, and the other leg may be rekeying too and
-            // holding its output until this one finishes.
-            // A leg is read while the other leg takes what it relays. Not
-            // gated on its own backlog: russh blocks reading while it
-            // writes, so a leg we stopped reading might never drain.
+            // A leg is read while the other leg takes what it relays, and
+            // always while it is in a key exchange: its KEX messages may sit
+            // behind data, and the other leg may be rekeying too, holding
+            // its output until this one finishes. Never gated on its own
+            // backlog: russh stops reading while it writes, so a leg we
+            // stopped reading might never drain.
             r = user.rx.fill(), if studio.tx.pending() < HIGH_WATER || user.kex.in_progress() => {
                 r.map_err(user_err)?;
                 up_all(user, studio, policy)?;
