@@ -9,7 +9,8 @@
 //!
 //! Code above this module is the same for both backends: it accepts with an
 //! [`Acceptor`], connects upstream with [`connect`], and gets a [`Stream`]
-//! (`AsyncRead + AsyncWrite + Unpin + Send`, what russh needs) either way.
+//! (`AsyncRead + AsyncWrite + Unpin + Send`) either way; the relay splits it
+//! into halves.
 //!
 //! - [`probe`]: can this process use io_uring, and if not, why;
 //! - [`listener`]: `SO_REUSEPORT` listeners and the per-core [`Acceptor`];

@@ -195,14 +195,14 @@ async fn relay<S: AsyncRead + AsyncWrite>(
             // backlog: russh stops reading while it writes, so a leg we
             // stopped reading might never drain.
             r = user.rx.fill(), if studio.tx.pending() < HIGH_WATER || user.kex.in_progress() => {
-                r.map_err(user_err)?;
+                r.map_err(ConnError::from)?;
                 up_all(user, studio, policy)?;
             }
             r = studio.rx.fill(), if user.tx.pending() < HIGH_WATER || studio.kex.in_progress() => {
                 r.map_err(ConnError::StudioLeg)?;
                 down_all(user, studio, policy)?;
             }
-            r = user.tx.write_some(), if user.tx.wants_write() => r.map_err(user_err)?,
+            r = user.tx.write_some(), if user.tx.wants_write() => r.map_err(ConnError::from)?,
             r = studio.tx.write_some(), if studio.tx.wants_write() => r.map_err(ConnError::StudioLeg)?,
             _ = changes.changed() => {
                 let state = crate::routes::current();
@@ -226,17 +226,13 @@ async fn relay<S: AsyncRead + AsyncWrite>(
     }
 }
 
-fn user_err(e: TransportError) -> ConnError {
-    ConnError::from(e)
-}
-
 /// Every complete packet the user sent.
 fn up_all<S: AsyncRead + AsyncWrite>(
     user: &mut Leg<S>,
     studio: &mut Leg<S>,
     policy: &mut Policy<'_>,
 ) -> Result<(), ConnError> {
-    while let Some(range) = user.rx.next_packet().map_err(user_err)? {
+    while let Some(range) = user.rx.next_packet().map_err(ConnError::from)? {
         let p = user.rx.payload(range);
         let Some(&m) = p.first() else {
             return Err(ConnError::Client("empty packet".into()));
@@ -245,7 +241,7 @@ fn up_all<S: AsyncRead + AsyncWrite>(
             up(p, &mut studio.tx, &mut user.tx, policy)?;
         } else if msg::is_transport(m) {
             let p = p.to_vec();
-            if let Event::Disconnected { .. } = user.on_transport(&p).map_err(user_err)? {
+            if let Event::Disconnected { .. } = user.on_transport(&p).map_err(ConnError::from)? {
                 return Err(ConnError::ClientLeft);
             }
         } else if !(50..=79).contains(&m) {

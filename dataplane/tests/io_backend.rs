@@ -53,15 +53,7 @@ on_both_backends!(spawned_tasks_run_on_the_core);
 
 /// Deterministic, non-repeating test bytes.
 fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    testkit::pattern(len, 0x9E37_79B9_7F4A_7C15)
 }
 
 fn echo_10_mb(backend: IoBackend) {

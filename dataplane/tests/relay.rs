@@ -27,19 +27,6 @@ fn hex_sha256(data: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
 }
 
-/// Deterministic, incompressible test data.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A loopback server for the tests' channels. Each connection's first
 /// byte says what it wants: `d` = send the data, then close; `u` = read to
 /// EOF, answer the SHA-256 of what came; `z` = send zeros until the peer
@@ -171,7 +158,7 @@ fn alice(setup: Setup<'_>) -> (Platform, KeyPair, Ssh) {
 #[test]
 fn forty_busy_channels_both_ways_through_l_and_d_ten_rounds() {
     let (_p, _key, ssh) = alice(Setup::default());
-    let data = Arc::new(payload(CHUNK, 7));
+    let data = Arc::new(testkit::pattern(CHUNK, 7));
     let digest = hex_sha256(&data);
     let server = data_server(data.clone());
     let tunnel = Arc::new(Tunnel::open(&ssh, server, &[]));
@@ -202,7 +189,7 @@ fn forty_busy_channels_both_ways_through_l_and_d_ten_rounds() {
 #[test]
 fn a_stalled_reader_does_not_slow_a_busy_channel_beside_it() {
     let (_p, _key, ssh) = alice(Setup::default());
-    let data = Arc::new(payload(200 << 20, 11));
+    let data = Arc::new(testkit::pattern(200 << 20, 11));
     let digest = hex_sha256(&data);
     let server = data_server(data.clone());
     let tunnel = Tunnel::open(&ssh, server, &[]);
@@ -229,7 +216,7 @@ fn rekeys_on_both_legs_in_the_middle_of_transfers_keep_every_byte() {
         ..Setup::default()
     });
     let file = p.dir.path().join("big");
-    let data = payload(256 << 20, 3);
+    let data = testkit::pattern(256 << 20, 3);
     std::fs::write(&file, &data).expect("write");
     let digest = hex_sha256(&data);
     // The user's client rekeys its leg every MiB on top of the proxy's own
@@ -402,7 +389,7 @@ fn extra_channels_beyond_the_limit_are_refused_and_the_rest_flow() {
         extra: vec![("CONNECT_SSH_MAX_CONN_CHANNELS", "4".into())],
         ..Setup::default()
     });
-    let data = Arc::new(payload(1 << 20, 5));
+    let data = Arc::new(testkit::pattern(1 << 20, 5));
     let digest = hex_sha256(&data);
     let server = data_server(data);
     let tunnel = Tunnel::open(&ssh, server, &[]);

@@ -78,3 +78,17 @@ pub fn run_ok(cmd: Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Deterministic, incompressible test bytes (xorshift64 from `seed`), so a
+/// transfer can be checked byte for byte without storing a copy.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -11,7 +11,8 @@ use super::IoBackend;
 use crate::uring_stream::UringStream;
 
 /// A TCP connection on either backend: `AsyncRead + AsyncWrite + Unpin +
-/// Send`, as russh's `run_stream` and `connect_stream` require. A
+/// Send`, what the transport's `Leg` splits into halves (and what russh's
+/// `run_stream` needs in the tests). A
 /// [`Stream::Uring`] must stay on the core that made it (see
 /// [`UringStream`]).
 #[derive(Debug)]
