@@ -24,8 +24,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ssh::io::{Split, WriteOut};
 use model::{Fingerprint, Login};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use crate::activity::LastActive;
@@ -63,7 +63,7 @@ struct Replies(VecDeque<Awaiting>);
 
 impl Replies {
     /// The gateway answers a request itself, after the relayed ones before it.
-    fn answer<W: AsyncWrite + Unpin>(&mut self, ok: bool, back: &mut Tx<W>) {
+    fn answer<W: WriteOut>(&mut self, ok: bool, back: &mut Tx<W>) {
         if self.0.is_empty() {
             back.relay(&[reply(ok)]);
         } else {
@@ -74,7 +74,7 @@ impl Replies {
     /// A reply arrived from the other leg: forward it if it answers a
     /// relayed request (a reply nobody asked for is dropped), then send the
     /// gateway's own answers that were waiting behind it.
-    fn arrived<W: AsyncWrite + Unpin>(&mut self, payload: &[u8], to: &mut Tx<W>) {
+    fn arrived<W: WriteOut>(&mut self, payload: &[u8], to: &mut Tx<W>) {
         if self.0.pop_front() == Some(Awaiting::Relayed) {
             to.relay(payload);
         }
@@ -112,7 +112,7 @@ struct Policy<'a> {
 }
 
 /// Runs the relay until either side ends it; returns why.
-pub async fn run<S: AsyncRead + AsyncWrite>(
+pub async fn run<S: Split>(
     user: &mut Leg<S>,
     studio: &mut Leg<S>,
     who: &Identity,
@@ -177,7 +177,7 @@ fn revoked_message(denied: Denied, who: &Identity) -> String {
 
 enum Never {}
 
-async fn relay<S: AsyncRead + AsyncWrite>(
+async fn relay<S: Split>(
     user: &mut Leg<S>,
     studio: &mut Leg<S>,
     who: &Identity,
@@ -227,7 +227,7 @@ async fn relay<S: AsyncRead + AsyncWrite>(
 }
 
 /// Every complete packet the user sent.
-fn up_all<S: AsyncRead + AsyncWrite>(
+fn up_all<S: Split>(
     user: &mut Leg<S>,
     studio: &mut Leg<S>,
     policy: &mut Policy<'_>,
@@ -254,7 +254,7 @@ fn up_all<S: AsyncRead + AsyncWrite>(
 }
 
 /// Every complete packet the Studio sent.
-fn down_all<S: AsyncRead + AsyncWrite>(
+fn down_all<S: Split>(
     user: &mut Leg<S>,
     studio: &mut Leg<S>,
     policy: &mut Policy<'_>,
@@ -288,7 +288,7 @@ fn down_all<S: AsyncRead + AsyncWrite>(
 /// Answers an unknown message with UNIMPLEMENTED, unless the peer keeps
 /// sending them without reading our answers (the one reply we queue on the
 /// leg we read from, so the other leg's backlog does not bound it).
-fn unimplemented<S: AsyncRead + AsyncWrite>(leg: &mut Leg<S>) -> Result<(), String> {
+fn unimplemented<S: Split>(leg: &mut Leg<S>) -> Result<(), String> {
     if leg.tx.pending() > 4 * HIGH_WATER {
         return Err("unknown messages sent faster than our answers are read".into());
     }
@@ -320,7 +320,7 @@ fn clamp_max_packet(p: &[u8], at: usize) -> Option<Vec<u8>> {
 }
 
 /// One relayed packet from the user towards the Studio.
-fn up<W: AsyncWrite + Unpin>(
+fn up<W: WriteOut>(
     p: &[u8],
     to: &mut Tx<W>,
     back: &mut Tx<W>,
@@ -330,7 +330,7 @@ fn up<W: AsyncWrite + Unpin>(
 }
 
 /// One relayed packet from the Studio towards the user.
-fn down<W: AsyncWrite + Unpin>(
+fn down<W: WriteOut>(
     p: &[u8],
     to: &mut Tx<W>,
     back: &mut Tx<W>,
@@ -342,7 +342,7 @@ fn down<W: AsyncWrite + Unpin>(
 
 /// The policy for one connection-protocol packet from `from`, relayed to
 /// `to`; the gateway's own answers go `back`.
-fn relay_one<W: AsyncWrite + Unpin>(
+fn relay_one<W: WriteOut>(
     p: &[u8],
     from: Opener,
     to: &mut Tx<W>,
@@ -471,7 +471,7 @@ fn relay_one<W: AsyncWrite + Unpin>(
 
 /// The Studio leg failed under live channels: each session channel's user
 /// reads why and gets exit status 255, then the connection ends.
-async fn lost<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, channels: &Channels, who: &Identity) {
+async fn lost<S: Split>(user: &mut Leg<S>, channels: &Channels, who: &Identity) {
     let line = format!(
         "\r\nconnect: lost the connection to studio {}\r\n",
         who.login.session
@@ -507,7 +507,7 @@ async fn lost<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, channels: &Channels,
 
 /// Ends a session channel from the gateway's side: `line` on its stderr,
 /// exit status 255, EOF and close.
-pub fn end_channel<W: AsyncWrite + Unpin>(tx: &mut Tx<W>, channel: u32, line: &str) {
+pub fn end_channel<W: WriteOut>(tx: &mut Tx<W>, channel: u32, line: &str) {
     let mut e = Vec::with_capacity(line.len() + 16);
     e.put_u8(msg::CHANNEL_EXTENDED_DATA);
     e.put_u32(channel);

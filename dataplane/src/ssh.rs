@@ -6,9 +6,11 @@
 //!   chacha20-poly1305); [`kex`]: KEXINIT and the key exchanges;
 //! - [`sig`]: signatures (verifying users' and Studios' keys, signing with
 //!   the proxy key); [`transport`]: one leg (version exchange, packets,
-//!   key exchange and rekeying, either role).
+//!   key exchange and rekeying, either role); [`io`]: how a leg reads and
+//!   writes its socket on each backend.
 
 pub mod cipher;
+pub mod io;
 pub mod kex;
 pub mod msg;
 pub mod sig;

@@ -3,7 +3,7 @@
 //! one line on stderr with exit status 255 (as a session channel's command
 //! would), instead of a bare disconnect or a hang.
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::ssh::io::Split;
 
 use crate::error::ConnError;
 use crate::ssh::msg::{self, open_failure};
@@ -13,12 +13,12 @@ use crate::upstream::UpstreamError;
 
 /// Serves the user until they leave. `why` is the line they read; it is
 /// also why the connection ended.
-pub async fn run<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, why: UpstreamError) -> ConnError {
+pub async fn run<S: Split>(user: &mut Leg<S>, why: UpstreamError) -> ConnError {
     let _ = serve(user, &why.to_string()).await;
     ConnError::Studio(why)
 }
 
-async fn serve<S: AsyncRead + AsyncWrite>(user: &mut Leg<S>, why: &str) -> Result<(), ConnError> {
+async fn serve<S: Split>(user: &mut Leg<S>, why: &str) -> Result<(), ConnError> {
     // Our channel number is the index; the value is the user's number.
     let mut channels: Vec<u32> = Vec::new();
     loop {

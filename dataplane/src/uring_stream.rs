@@ -170,6 +170,24 @@ impl UringStream {
         socket2::SockRef::from(&self.borrow_fd()).set_tcp_keepalive(keepalive)
     }
 
+    /// The socket as halves that lend their buffers to the kernel, for a
+    /// leg's transport (see [`native`]). Must be called on the owning
+    /// thread, before the stream was read or written.
+    pub fn into_native(self) -> (native::UringRead, native::UringWrite) {
+        let mut this = ManuallyDrop::new(self);
+        let inner = this.inner_mut();
+        assert!(
+            matches!(inner.read, ReadState::Idle) && inner.write_op.is_none(),
+            "UringStream::into_native on a stream with operations in flight"
+        );
+        // SAFETY: `inner` is taken exactly once, and `this` is never used or
+        // dropped again (`UringStream`'s `Drop` would shut the socket down).
+        let inner = unsafe { ManuallyDrop::take(&mut this.inner) };
+        let socket = Rc::try_unwrap(inner.socket)
+            .unwrap_or_else(|_| unreachable!("no operation in flight holds the socket"));
+        native::split(socket)
+    }
+
     fn borrow_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: `self.fd` stays open while `self` exists (field invariant),
         // and the borrow cannot outlive `self`.
@@ -408,5 +426,146 @@ mod pool {
                 free.push(buf);
             }
         });
+    }
+}
+
+/// A tokio-uring socket split for a leg's transport, whose buffers are lent
+/// to the kernel instead of copied (see [`crate::ssh::io`]). Neither half is
+/// `Send`: both stay on the core's runtime, in tasks spawned with
+/// `spawn_local`.
+pub mod native {
+    use std::future::Future;
+    use std::io;
+    use std::mem;
+    use std::net::Shutdown;
+    use std::pin::Pin;
+    use std::rc::Rc;
+
+    use tokio_uring::BufResult;
+    use tokio_uring::buf::{BoundedBuf, Slice};
+    use tokio_uring::net::TcpStream;
+
+    use crate::ssh::io::{ReadAt, WriteOut};
+
+    type ReadOp = Pin<Box<dyn Future<Output = BufResult<usize, Slice<Vec<u8>>>>>>;
+    type WriteOp = Pin<Box<dyn Future<Output = BufResult<(), Slice<Vec<u8>>>>>>;
+
+    /// Shuts the socket down when both halves are gone, so that a read
+    /// still posted (which keeps the fd open) completes and the peer sees
+    /// the connection end.
+    struct Closer(Rc<TcpStream>);
+
+    impl Drop for Closer {
+        fn drop(&mut self) {
+            // ENOTCONN (the peer left first) needs no handling.
+            let _ = self.0.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Splits a tokio-uring socket into halves that lend buffers to the
+    /// kernel.
+    pub fn split(socket: TcpStream) -> (UringRead, UringWrite) {
+        let closer = Rc::new(Closer(Rc::new(socket)));
+        (
+            UringRead {
+                closer: Rc::clone(&closer),
+                op: None,
+            },
+            UringWrite {
+                closer,
+                op: None,
+                in_flight: 0,
+                spare: Vec::new(),
+            },
+        )
+    }
+
+    /// The receiving half: one receive posted at a time, straight into the
+    /// transport's receive buffer.
+    pub struct UringRead {
+        closer: Rc<Closer>,
+        /// The posted receive; it owns the caller's buffer until it completes.
+        op: Option<ReadOp>,
+    }
+
+    impl ReadAt for UringRead {
+        async fn read_at(&mut self, buf: &mut Vec<u8>, at: usize) -> io::Result<usize> {
+            if self.op.is_none() {
+                if at >= buf.len() {
+                    return Err(io::Error::other("no room to read into"));
+                }
+                let len = buf.len();
+                let lent = mem::take(buf).slice(at..len);
+                let socket = Rc::clone(&self.closer.0);
+                self.op = Some(Box::pin(async move { socket.read(lent).await }));
+            }
+            let op = self.op.as_mut().expect("posted just above");
+            let (result, lent) = op.await;
+            self.op = None;
+            *buf = lent.into_inner();
+            result
+        }
+
+        fn posted(&self) -> bool {
+            self.op.is_some()
+        }
+    }
+
+    /// The sending half: the sealed bytes are handed to the kernel as they
+    /// are (one write in flight, all of it written before it completes);
+    /// the transport seals the next packets into a second buffer meanwhile.
+    pub struct UringWrite {
+        closer: Rc<Closer>,
+        op: Option<WriteOp>,
+        /// Bytes of the write in flight.
+        in_flight: usize,
+        /// A bulk transfer's previous buffer, handed back for the next batch.
+        spare: Vec<u8>,
+    }
+
+    /// Written buffers at least this large are kept for the next batch; a
+    /// small write (a keystroke, a keepalive) frees its buffer, so idle
+    /// connections hold none.
+    const KEEP: usize = 4096;
+
+    impl WriteOut for UringWrite {
+        async fn write_some(&mut self, out: &mut Vec<u8>, written: &mut usize) -> io::Result<()> {
+            if self.op.is_none() {
+                if *written == out.len() {
+                    return Ok(());
+                }
+                let len = out.len();
+                let lent = mem::replace(out, mem::take(&mut self.spare)).slice(*written..len);
+                self.in_flight = len - *written;
+                *written = 0;
+                let socket = Rc::clone(&self.closer.0);
+                self.op = Some(Box::pin(async move { socket.write_all(lent).await }));
+            }
+            let op = self.op.as_mut().expect("submitted just above");
+            let (result, lent) = op.await;
+            self.op = None;
+            let mut buf = lent.into_inner();
+            if buf.len() < KEEP {
+                // The transfer has gone quiet: hold no buffer.
+                self.spare = Vec::new();
+            } else if self.spare.capacity() == 0 {
+                buf.clear();
+                self.spare = buf;
+            }
+            self.in_flight = 0;
+            result
+        }
+
+        fn in_flight(&self) -> usize {
+            self.in_flight
+        }
+
+        async fn shutdown(&mut self) -> io::Result<()> {
+            if self.op.is_some() {
+                let mut none = Vec::new();
+                self.write_some(&mut none, &mut 0).await?;
+            }
+            self.closer.0.shutdown(Shutdown::Write)
+        }
     }
 }

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::ssh::io::Split;
 use model::{Fingerprint, Login};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use crate::authorize::{Denied, authorize};
@@ -131,7 +131,7 @@ fn decide(user: &str, blob: &[u8]) -> Result<Authenticated, Denied> {
 /// authorized. USERAUTH_SUCCESS is not sent: the caller sends it once
 /// the Studio leg is decided. `refusals` counts the refused requests (for
 /// the source's penalty should the connection end unauthenticated).
-pub async fn authenticate<S: AsyncRead + AsyncWrite>(
+pub async fn authenticate<S: Split>(
     leg: &mut Leg<S>,
     metrics: &CoreMetrics,
     refusals: &mut u32,
@@ -242,6 +242,6 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite>(
 }
 
 /// Tells the client it is in.
-pub fn success<S: AsyncRead + AsyncWrite>(leg: &mut Leg<S>) {
+pub fn success<S: Split>(leg: &mut Leg<S>) {
     leg.tx.send(&[msg::USERAUTH_SUCCESS]);
 }

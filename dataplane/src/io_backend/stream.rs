@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::IoBackend;
+use crate::ssh::io::{Plain, ReadAt, Split, WriteOut};
 use crate::uring_stream::UringStream;
+use crate::uring_stream::native::{UringRead, UringWrite};
 
 /// A TCP connection on either backend: `AsyncRead + AsyncWrite + Unpin +
 /// Send`, what the transport's `Leg` splits into halves (and what russh's
@@ -143,6 +145,75 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Uring(s) => s.is_write_vectored(),
             Stream::Epoll(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// The reading half of a [`Stream`] split for a leg's transport.
+pub enum StreamRead {
+    Uring(UringRead),
+    Epoll(Plain<tokio::net::tcp::OwnedReadHalf>),
+}
+
+/// The writing half of a [`Stream`] split for a leg's transport.
+pub enum StreamWrite {
+    Uring(UringWrite),
+    Epoll(Plain<tokio::net::tcp::OwnedWriteHalf>),
+}
+
+impl Split for Stream {
+    type Read = StreamRead;
+    type Write = StreamWrite;
+
+    fn split(self) -> (StreamRead, StreamWrite) {
+        match self {
+            Stream::Uring(s) => {
+                let (r, w) = s.into_native();
+                (StreamRead::Uring(r), StreamWrite::Uring(w))
+            }
+            Stream::Epoll(s) => {
+                let (r, w) = s.into_split();
+                (StreamRead::Epoll(Plain(r)), StreamWrite::Epoll(Plain(w)))
+            }
+        }
+    }
+}
+
+impl ReadAt for StreamRead {
+    async fn read_at(&mut self, buf: &mut Vec<u8>, at: usize) -> io::Result<usize> {
+        match self {
+            StreamRead::Uring(r) => r.read_at(buf, at).await,
+            StreamRead::Epoll(r) => r.read_at(buf, at).await,
+        }
+    }
+
+    fn posted(&self) -> bool {
+        match self {
+            StreamRead::Uring(r) => r.posted(),
+            StreamRead::Epoll(r) => r.posted(),
+        }
+    }
+}
+
+impl WriteOut for StreamWrite {
+    async fn write_some(&mut self, out: &mut Vec<u8>, written: &mut usize) -> io::Result<()> {
+        match self {
+            StreamWrite::Uring(w) => w.write_some(out, written).await,
+            StreamWrite::Epoll(w) => w.write_some(out, written).await,
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        match self {
+            StreamWrite::Uring(w) => w.in_flight(),
+            StreamWrite::Epoll(w) => w.in_flight(),
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            StreamWrite::Uring(w) => w.shutdown().await,
+            StreamWrite::Epoll(w) => w.shutdown().await,
         }
     }
 }

@@ -18,9 +18,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use model::Fingerprint;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::cipher::{Opener, PacketError, Sealer};
+use super::io::{ReadAt, Split, WriteOut};
 use super::kex::{self, ClientKex, DirectionKeys, HashInput, KexError, KexInit, Negotiated};
 use super::msg;
 use super::sig::{self, Ed25519Signer};
@@ -96,7 +96,7 @@ pub struct Rx<R> {
     last_read: usize,
 }
 
-impl<R: AsyncRead + Unpin> Rx<R> {
+impl<R: ReadAt> Rx<R> {
     fn new(io: R, rekey_bytes: u64) -> Self {
         Self {
             io,
@@ -115,35 +115,29 @@ impl<R: AsyncRead + Unpin> Rx<R> {
     /// Reads more from the socket (cancel-safe: a dropped call loses
     /// nothing). `Err(Closed)` at end of stream.
     pub async fn fill(&mut self) -> Result<(), TransportError> {
-        if self.buf.is_empty() {
-            // Released while idle: wait for the first bytes without holding
-            // a buffer (an idle session would otherwise keep READ_CHUNK per
-            // leg allocated for as long as it idles).
-            let mut first = [0u8; IDLE_READ];
-            let n = self.io.read(&mut first).await?;
-            if n == 0 {
-                return Err(TransportError::Closed);
+        // While a read is posted (a cancelled call), the buffer is lent to
+        // it and the same read is finished, unchanged.
+        if !self.io.posted() {
+            if self.buf.is_empty() {
+                // Released while idle: wait for the first bytes with a small
+                // buffer (an idle session would otherwise keep READ_CHUNK
+                // per leg for as long as it idles).
+                self.buf.resize(IDLE_READ, 0);
+                self.start = 0;
+                self.end = 0;
+            } else if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.start > 0 && self.buf.len() - self.end < READ_CHUNK / 2 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
             }
-            self.buf.resize(READ_CHUNK, 0);
-            self.buf[..n].copy_from_slice(&first[..n]);
-            self.start = 0;
-            self.end = n;
-            self.last_read = n;
-            return Ok(());
+            if self.buf.len() - self.end < READ_CHUNK / 2 && self.end > 0 {
+                self.buf.resize(self.end + READ_CHUNK, 0);
+            }
         }
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > 0 && self.buf.len() - self.end < READ_CHUNK / 2 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buf.len() - self.end < READ_CHUNK / 2 {
-            let want = (self.end + READ_CHUNK).max(READ_CHUNK);
-            self.buf.resize(want, 0);
-        }
-        let n = self.io.read(&mut self.buf[self.end..]).await?;
+        let n = self.io.read_at(&mut self.buf, self.end).await?;
         if n == 0 {
             return Err(TransportError::Closed);
         }
@@ -161,7 +155,7 @@ impl<R: AsyncRead + Unpin> Rx<R> {
     /// returns its payload's range in [`Rx::payload`].
     pub fn next_packet(&mut self) -> Result<Option<Range<usize>>, TransportError> {
         let have = self.end - self.start;
-        if have < 4 {
+        if have < 4 || self.io.posted() {
             return Ok(None);
         }
         let b = &self.buf[self.start..self.start + 4];
@@ -211,7 +205,11 @@ impl<R: AsyncRead + Unpin> Rx<R> {
     /// Frees the receive buffer while nothing is buffered and the last read
     /// was short (the peer has gone quiet; a bulk transfer keeps it).
     pub fn release(&mut self) {
-        if self.start == self.end && self.last_read < IDLE_READ * 8 && !self.buf.is_empty() {
+        if self.start == self.end
+            && self.last_read < IDLE_READ * 8
+            && !self.buf.is_empty()
+            && !self.io.posted()
+        {
             self.buf = Vec::new();
             self.start = 0;
             self.end = 0;
@@ -229,9 +227,6 @@ pub struct Tx<W> {
     /// Sealed bytes; `out[written..]` is not written yet.
     out: Vec<u8>,
     written: usize,
-    /// Bytes were handed to the stream since its last flush (the io_uring
-    /// adapter writes behind and submits queued bytes only when driven).
-    unflushed: bool,
     sealer: Sealer,
     /// Sequence number of the next packet to seal.
     pub seq: u32,
@@ -245,13 +240,12 @@ pub struct Tx<W> {
     keyed_at: std::time::Instant,
 }
 
-impl<W: AsyncWrite + Unpin> Tx<W> {
+impl<W: WriteOut> Tx<W> {
     fn new(io: W, rekey_bytes: u64) -> Self {
         Self {
             io,
             out: Vec::new(),
             written: 0,
-            unflushed: false,
             sealer: Sealer::None,
             seq: 0,
             held: None,
@@ -284,31 +278,23 @@ impl<W: AsyncWrite + Unpin> Tx<W> {
         }
     }
 
-    /// Bytes waiting: sealed and unwritten, plus held.
+    /// Bytes waiting: sealed and unwritten (or being written), plus held.
     pub fn pending(&self) -> usize {
-        self.out.len() - self.written + self.held_bytes
+        self.out.len() - self.written + self.held_bytes + self.io.in_flight()
     }
 
-    /// Whether sealed bytes wait to be written or flushed.
+    /// Whether sealed bytes wait to be written, or a write is in flight.
     pub fn wants_write(&self) -> bool {
-        self.written < self.out.len() || self.unflushed
+        self.written < self.out.len() || self.io.in_flight() > 0
     }
 
-    /// Writes some of what is sealed, or flushes once all is written
+    /// Writes some of what is sealed, or finishes the write in flight
     /// (cancel-safe).
     pub async fn write_some(&mut self) -> Result<(), TransportError> {
-        if self.written == self.out.len() {
-            self.io.flush().await?;
-            self.unflushed = false;
-            return Ok(());
-        }
-        self.unflushed = true;
-        let n = self.io.write(&self.out[self.written..]).await?;
-        if n == 0 {
-            return Err(TransportError::Closed);
-        }
-        self.written += n;
-        if self.written == self.out.len() {
+        self.io.write_some(&mut self.out, &mut self.written).await?;
+        // A backend that lends the buffer took it whole (`written` is then
+        // 0) and manages its memory itself.
+        if self.written > 0 && self.written == self.out.len() {
             // Everything is written: a small burst (keystrokes, an idle
             // connection's keepalive) frees the buffer; bulk keeps it.
             if self.written < IDLE_READ * 8 {
@@ -446,15 +432,15 @@ pub enum Event {
 }
 
 /// One leg: receive side, send side, key exchange.
-pub struct Leg<S> {
-    pub rx: Rx<ReadHalf<S>>,
-    pub tx: Tx<WriteHalf<S>>,
+pub struct Leg<S: Split> {
+    pub rx: Rx<S::Read>,
+    pub tx: Tx<S::Write>,
     pub kex: Kex,
 }
 
-impl<S: AsyncRead + AsyncWrite> Leg<S> {
+impl<S: Split> Leg<S> {
     pub fn new(stream: S, role: Role, rekey_bytes: u64) -> Self {
-        let (r, w) = tokio::io::split(stream);
+        let (r, w) = stream.split();
         Self {
             rx: Rx::new(r, rekey_bytes),
             tx: Tx::new(w, rekey_bytes),
@@ -794,7 +780,7 @@ fn unreachable_step<T>() -> Result<T, TransportError> {
 
 /// Reads the peer's identification line; lines before it are skipped
 /// (servers may send some, RFC 4253 §4.2). Returns it without CR LF.
-async fn read_version<R: AsyncRead + Unpin>(rx: &mut Rx<R>) -> Result<Vec<u8>, TransportError> {
+async fn read_version<R: ReadAt>(rx: &mut Rx<R>) -> Result<Vec<u8>, TransportError> {
     let mut lines = 0;
     loop {
         if let Some(nl) = rx.buf[rx.start..rx.end].iter().position(|b| *b == b'\n') {
