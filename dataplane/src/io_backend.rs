@@ -9,8 +9,8 @@
 //!
 //! Code above this module is the same for both backends: it accepts with an
 //! [`Acceptor`], connects upstream with [`connect`], and gets a [`Stream`]
-//! (`AsyncRead + AsyncWrite + Unpin + Send`) either way; the relay splits it
-//! into halves.
+//! either way, which the transport splits into halves
+//! ([`crate::ssh::io::Split`]).
 //!
 //! - [`probe`]: can this process use io_uring, and if not, why;
 //! - [`listener`]: `SO_REUSEPORT` listeners and the per-core [`Acceptor`];
@@ -120,8 +120,9 @@ pub fn choose(choice: IoChoice) -> Result<(IoBackend, Option<String>), String> {
 /// Runs one core: builds a single-threaded runtime of `backend` on the
 /// calling thread and runs `f()` to completion on it.
 ///
-/// Inside, `tokio::spawn` (what russh uses for its session tasks) and
-/// `tokio::task::spawn_local` both run tasks on this thread. Returns an
+/// Inside, `tokio::spawn` and `tokio::task::spawn_local` both run tasks on
+/// this thread (connections are spawned locally: io_uring sockets are not
+/// `Send`). Returns an
 /// error if the runtime can't be built (e.g. io_uring refused). See the
 /// module docs for how `f`'s future must end.
 pub fn run_core<F, Fut>(backend: IoBackend, f: F) -> io::Result<()>

@@ -1,6 +1,6 @@
-//! The I/O backends on real sockets on 127.0.0.1: echo, the io_uring
-//! adapter's guarantees (a dropped read loses nothing, drop sends EOF, the
-//! thread guard), russh over both backends with OpenSSH and russh clients,
+//! The I/O backends on real sockets on 127.0.0.1: echo through the halves
+//! a leg's transport uses (reading while a write is in flight), their
+//! guarantees (a dropped read loses nothing, dropping the halves sends EOF),
 //! and the fallback to epoll under a seccomp filter like Docker's.
 //!
 //! io_uring tests run only where io_uring works and say so loudly when
@@ -8,8 +8,6 @@
 
 #[path = "support/core_server.rs"]
 mod core_server;
-#[path = "support/russh_exec.rs"]
-mod russh_exec;
 #[path = "support/seccomp.rs"]
 mod seccomp;
 
@@ -19,8 +17,8 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use dataplane::io_backend::{self, Acceptor, IoBackend, IoChoice, Stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use dataplane::io_backend::{self, Acceptor, IoBackend, IoChoice};
+use dataplane::ssh::io::{ReadAt, Split, WriteOut};
 
 use core_server::{on_core, serve_one, uring_available};
 
@@ -56,13 +54,38 @@ fn pattern(len: usize) -> Vec<u8> {
     testkit::pattern(len, 0x9E37_79B9_7F4A_7C15)
 }
 
+/// Echoes what it reads the way the relay moves bytes: one `select!` over a
+/// read and a write, each cancelled whenever the other finishes first, with
+/// up to 1 MiB read ahead of what is written.
+async fn echo<S: Split>(stream: S) -> io::Result<u64> {
+    let (mut from, mut to) = stream.split();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut out, mut written) = (Vec::new(), 0usize);
+    let (mut copied, mut eof) = (0u64, false);
+    loop {
+        tokio::select! {
+            r = from.read_at(&mut buf, 0), if !eof && out.len() - written < 1 << 20 => {
+                let n = r?;
+                eof = n == 0;
+                copied += n as u64;
+                out.extend_from_slice(&buf[..n]);
+            }
+            r = to.write_some(&mut out, &mut written), if written < out.len() || to.in_flight() > 0 => {
+                r?;
+                if written == out.len() {
+                    out.clear();
+                    written = 0;
+                }
+            }
+            else => break,
+        }
+    }
+    to.shutdown().await?;
+    Ok(copied)
+}
+
 fn echo_10_mb(backend: IoBackend) {
-    let (addr, server) = serve_one(backend, |stream| async move {
-        let (mut from, mut to) = tokio::io::split(stream);
-        let copied = tokio::io::copy(&mut from, &mut to).await?;
-        to.shutdown().await?;
-        io::Result::Ok(copied)
-    });
+    let (addr, server) = serve_one(backend, echo);
     let data = Arc::new(pattern(10 << 20));
     let mut client = TcpStream::connect(addr).expect("connect");
     client
@@ -86,20 +109,21 @@ fn echo_10_mb(backend: IoBackend) {
 }
 
 /// A read whose future is dropped (here by a timeout) while its receive is
-/// posted: the bytes that arrive into that receive come out of the next
-/// reads, even through a buffer smaller than what arrived.
+/// posted: the bytes that arrive come out of the next reads, even through a
+/// buffer smaller than what arrived.
 fn dropped_read_loses_nothing(backend: IoBackend) {
     let (go, go_rx) = mpsc::channel();
-    let (addr, server) = serve_one(backend, move |mut stream| async move {
-        let mut buf = [0u8; 4];
-        let first = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+    let (addr, server) = serve_one(backend, move |stream| async move {
+        let (mut r, _w) = stream.split();
+        let mut buf = vec![0u8; 4];
+        let first = tokio::time::timeout(Duration::from_millis(200), r.read_at(&mut buf, 0)).await;
         assert!(first.is_err(), "nothing was sent yet: {first:?}");
         go.send(()).expect("client waits");
         // Let the bytes land in the receive posted by the dropped read.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut got = Vec::new();
         while got.len() < 11 {
-            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            let n = tokio::time::timeout(Duration::from_secs(5), r.read_at(&mut buf, 0))
                 .await
                 .map_err(|_| format!("bytes lost: got only {got:?}"))?
                 .map_err(|e| e.to_string())?;
@@ -117,16 +141,17 @@ fn dropped_read_loses_nothing(backend: IoBackend) {
     assert_eq!(got, b"hello world");
 }
 
-/// Dropping a stream with a read in flight closes the connection for the
-/// peer at once, while the core keeps running.
+/// Dropping both halves with a read in flight closes the connection for
+/// the peer at once, while the core keeps running.
 fn drop_sends_eof(backend: IoBackend) {
     let (dropped, dropped_rx) = mpsc::channel();
     let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, server) = serve_one(backend, move |mut stream| async move {
-        let mut buf = [0u8; 16];
-        let read = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
+    let (addr, server) = serve_one(backend, move |stream| async move {
+        let (mut r, w) = stream.split();
+        let mut buf = vec![0u8; 16];
+        let read = tokio::time::timeout(Duration::from_millis(100), r.read_at(&mut buf, 0)).await;
         assert!(read.is_err(), "the read stays in flight: {read:?}");
-        drop(stream);
+        drop((r, w));
         dropped.send(()).expect("client waits");
         // Keep the core, and any operation still in flight, alive.
         let _ = done_rx.await;
@@ -159,8 +184,8 @@ fn dropped_acceptor_stops_listening(backend: IoBackend) {
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
 }
 
-/// `tokio::spawn` (Send tasks, as russh spawns them) and `spawn_local` both
-/// run on the core's own thread.
+/// `tokio::spawn` (Send tasks) and `spawn_local` both run on the core's own
+/// thread.
 fn spawned_tasks_run_on_the_core(backend: IoBackend) {
     let (core, spawned, local) = on_core(backend, || async {
         let spawned = tokio::spawn(async { thread::current().id() }).await;
@@ -173,65 +198,6 @@ fn spawned_tasks_run_on_the_core(backend: IoBackend) {
     });
     assert_eq!(spawned, core);
     assert_eq!(local, core);
-}
-
-/// A `UringStream` moved to another thread refuses to be polled there, and
-/// the connection still ends for the peer (it is shut down and leaked).
-#[test]
-fn uring_stream_polled_off_its_core_panics() {
-    if !uring_available() {
-        return;
-    }
-    let (addr, server) = serve_one(IoBackend::Uring, |stream| async move {
-        let Stream::Uring(mut stream) = stream else {
-            panic!("an io_uring core accepts io_uring streams");
-        };
-        let foreign = thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime");
-            let mut buf = [0u8; 1];
-            runtime.block_on(stream.read(&mut buf))
-        });
-        let payload = foreign
-            .join()
-            .expect_err("polling on a foreign thread must panic");
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default()
-    });
-    let mut client = TcpStream::connect(addr).expect("connect");
-    let message = server.join().expect("server");
-    assert!(
-        message.contains("UringStream polled on thread")
-            && message.contains("must stay on the core thread"),
-        "panic message: {message:?}"
-    );
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut buf = [0u8; 1];
-    assert_eq!(client.read(&mut buf).expect("EOF"), 0);
-}
-
-#[test]
-fn russh_server_on_uring_client_on_epoll() {
-    if uring_available() {
-        russh_exec::openssh_and_russh_clients(IoBackend::Uring, IoBackend::Epoll);
-    }
-}
-
-#[test]
-fn russh_server_on_epoll_client_on_uring() {
-    if uring_available() {
-        russh_exec::openssh_and_russh_clients(IoBackend::Epoll, IoBackend::Uring);
-    }
-}
-
-#[test]
-fn russh_on_epoll_only() {
-    russh_exec::openssh_and_russh_clients(IoBackend::Epoll, IoBackend::Epoll);
 }
 
 #[test]

@@ -2,21 +2,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::IoBackend;
 use crate::ssh::io::{Plain, ReadAt, Split, WriteOut};
 use crate::uring_stream::UringStream;
 use crate::uring_stream::native::{UringRead, UringWrite};
 
-/// A TCP connection on either backend: `AsyncRead + AsyncWrite + Unpin +
-/// Send`, what the transport's `Leg` splits into halves (and what russh's
-/// `run_stream` needs in the tests). A
-/// [`Stream::Uring`] must stay on the core that made it (see
-/// [`UringStream`]).
+/// A TCP connection on either backend, which the transport's `Leg` splits
+/// into halves ([`Split`]). A [`Stream::Uring`] stays on the core that
+/// made it (see [`UringStream`]).
 #[derive(Debug)]
 pub enum Stream {
     Uring(UringStream),
@@ -59,9 +53,8 @@ impl Stream {
 }
 
 /// Connects to `addr` with `TCP_NODELAY` and wraps the socket for
-/// `backend`. The future is `Send` (it connects through tokio's reactor,
-/// which also runs inside a tokio-uring runtime), so russh handlers can
-/// await it; tokio-uring's own connect future is not `Send`.
+/// `backend`. It connects through tokio's reactor (which also runs inside a
+/// tokio-uring runtime), then hands the fd to tokio-uring.
 pub async fn connect(addr: SocketAddr, backend: IoBackend) -> io::Result<Stream> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     tune(&stream);
@@ -89,64 +82,6 @@ pub fn keepalive() -> socket2::TcpKeepalive {
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_RETRIES)
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Uring(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Epoll(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Uring(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Epoll(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Uring(s) => Pin::new(s).poll_flush(cx),
-            Stream::Epoll(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Uring(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Epoll(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Uring(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Epoll(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Uring(s) => s.is_write_vectored(),
-            Stream::Epoll(s) => s.is_write_vectored(),
-        }
-    }
 }
 
 /// The reading half of a [`Stream`] split for a leg's transport.
