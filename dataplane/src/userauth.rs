@@ -38,18 +38,24 @@ pub struct Authenticated {
     pub session: model::state::Session,
 }
 
-enum Request<'a> {
+/// One USERAUTH_REQUEST as the proxy reads it (public for the fuzz target).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
     Publickey {
         user: &'a str,
         alg: &'a str,
         blob: &'a [u8],
-        /// The signature and the bytes it must cover, when signed.
+        /// The signature and how many leading bytes of the request it
+        /// covers (after the session identifier), when signed.
         signed: Option<(&'a [u8], usize)>,
     },
+    /// Another method or service: answered with USERAUTH_FAILURE.
     Other,
 }
 
-fn parse(p: &[u8]) -> Result<Request<'_>, ConnError> {
+/// Reads a USERAUTH_REQUEST payload (RFC 4252 §7); a malformed one ends
+/// the connection.
+pub fn parse_request(p: &[u8]) -> Result<Request<'_>, ConnError> {
     let mut r = Reader::new(p);
     r.u8("userauth request")?;
     let user = r.utf8("user name")?;
@@ -171,7 +177,7 @@ pub async fn authenticate<S: Split>(
                     return Err(ConnError::Client("too many authentication attempts".into()));
                 }
                 let arrived = Instant::now();
-                match parse(&p)? {
+                match parse_request(&p)? {
                     Request::Other => leg.tx.send(&failure()),
                     Request::Publickey {
                         user,

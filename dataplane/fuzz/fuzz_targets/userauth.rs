@@ -1,10 +1,9 @@
-//! Publickey authentication's untrusted input, through the public API
-//! (`userauth`'s own request parser is private):
+//! Publickey authentication's untrusted input:
 //!
-//! - `mode & 1` clear: the rest is a USERAUTH_REQUEST payload, read with
-//!   `wire::Reader` field by field as RFC 4252 §7 lays it out, then the
-//!   key checked and the signature verified over the session identifier
-//!   and the signed prefix, as the proxy does;
+//! - `mode & 1` clear: the rest is a USERAUTH_REQUEST payload, read by the
+//!   proxy's own parser (`userauth::parse_request`), then the key checked
+//!   and the signature verified over the session identifier and the signed
+//!   prefix, as the proxy does;
 //! - `mode & 1` set: `alg` (an index into the supported names, or past
 //!   them "ssh-rsa" and a name we do not know), then `u16` lengths of the
 //!   key blob and of the signature, then the blob, the signature and the
@@ -16,7 +15,8 @@
 #![no_main]
 
 use dataplane::ssh::sig::{self, USER_ALGORITHMS};
-use dataplane::ssh::wire::{Malformed, Put, Reader};
+use dataplane::ssh::wire::{Put, Reader};
+use dataplane::userauth::{self, Request};
 use libfuzzer_sys::fuzz_target;
 
 /// The session identifier the seeds' signatures cover.
@@ -29,36 +29,32 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if mode & 1 == 0 {
-        let _ = request(rest);
+        request(rest);
     } else {
         chosen(rest);
     }
 });
 
 /// A USERAUTH_REQUEST payload (RFC 4252 §7), as the proxy reads one.
-fn request(p: &[u8]) -> Result<(), Malformed> {
-    let mut r = Reader::new(p);
-    r.u8("userauth request")?;
-    let _user = r.utf8("user name")?;
-    let service = r.string("service")?;
-    let method = r.string("method")?;
-    if service != b"ssh-connection" || method != b"publickey" {
-        return Ok(());
-    }
-    let has_sig = r.bool("has signature")?;
-    let alg = r.utf8("public key algorithm")?;
-    let blob = r.string("public key")?;
+fn request(p: &[u8]) {
+    let Ok(Request::Publickey {
+        alg, blob, signed, ..
+    }) = userauth::parse_request(p)
+    else {
+        return;
+    };
     let key_ok = sig::supported(alg) && sig::check_key(alg, blob).is_ok();
-    if !has_sig {
-        return Ok(());
-    }
-    let covered = p.len() - r.rest().len();
-    let signature = r.string("signature")?;
-    let mut signed = Vec::with_capacity(covered + 40);
-    signed.put_string(&SESSION_ID);
-    signed.put_raw(&p[..covered]);
-    check(alg, blob, &signed, signature, key_ok);
-    Ok(())
+    let Some((signature, covered)) = signed else {
+        return;
+    };
+    assert!(
+        covered <= p.len(),
+        "the signed prefix is inside the request"
+    );
+    let mut data = Vec::with_capacity(covered + 40);
+    data.put_string(&SESSION_ID);
+    data.put_raw(&p[..covered]);
+    check(alg, blob, &data, signature, key_ok);
 }
 
 /// An algorithm the fuzzer picks, and arbitrary key, signature and data.
