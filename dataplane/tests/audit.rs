@@ -10,16 +10,11 @@
 //! it. Its connection-rate (DHEat) test is skipped: that is about
 //! pre-authentication limits, not the algorithms.
 
-#[path = "support/platform.rs"]
-mod platform;
-#[path = "support/seccomp.rs"]
-mod seccomp;
-
 use std::path::Path;
 use std::process::Command;
 
-use platform::{Platform, Setup};
 use serde_json::Value;
+use testkit::Platform;
 
 /// The one warning allowed, and the key exchanges it is allowed on.
 const NOT_POST_QUANTUM: &str = "does not provide protection against post-quantum attacks";
@@ -31,8 +26,8 @@ const VENV_HINT: &str = "run .ci/run, which makes it: `python3 -m venv target/in
 
 #[test]
 fn ssh_audit_rates_nothing_fail_and_warns_only_about_classic_kex() {
-    let p = Platform::start(Setup::default());
-    let report = ssh_audit(p.ssh_port);
+    let p = Platform::start();
+    let report = ssh_audit(p.ssh_port());
 
     let mut problems = Vec::new();
     if report["cves"].as_array().is_none_or(|c| !c.is_empty()) {

@@ -8,21 +8,15 @@
 //! `target/interop-venv` (pinned asyncssh and paramiko). Without it these
 //! tests fail, saying how to make it; they never skip.
 
-#[path = "support/platform.rs"]
-mod platform;
-#[path = "support/seccomp.rs"]
-mod seccomp;
-
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use platform::{Platform, Setup};
 use serde_json::{Value, json};
-use testkit::KeyPair;
 use testkit::net::echo_server;
+use testkit::{KeyPair, Platform};
 
 const SESSION: &str = "01ac8894";
 /// The proxy's ciphers and key exchanges (dataplane/src/ssh/).
@@ -48,7 +42,7 @@ const VENV_HINT: &str = "run .ci/run, which makes it: `python3 -m venv target/in
 
 /// A platform with alice's Studio running; alice's (ed25519) key.
 fn alice() -> (Platform, KeyPair) {
-    let mut p = Platform::start(Setup::default());
+    let mut p = Platform::start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &["bob"], true);
     (p, key)
@@ -355,11 +349,11 @@ asyncio.run(main())
 fn asyncssh_exec_transfers_local_forward_and_every_kex_and_cipher() {
     let python = python_with("asyncssh");
     let (p, key) = alice();
-    let dir = p.dir.path();
+    let dir = p.dir();
     let (src, want) = random_file(dir, "src.bin", 4 << 20);
     let echo = echo_server();
     let args = json!({
-        "port": p.ssh_port,
+        "port": p.ssh_port(),
         "user": format!("alice@{SESSION}"),
         "key": key.private,
         "known_hosts": p.known_hosts,
@@ -514,12 +508,12 @@ print(json.dumps(report))
 fn paramiko_exec_transfers_and_its_algorithms() {
     let python = python_with("paramiko");
     let (p, key) = alice();
-    let dir = p.dir.path();
+    let dir = p.dir();
     let rsa = keygen(dir, "alice-rsa", "rsa", 3072);
     register(&p, "alice", &rsa);
     let (src, want) = random_file(dir, "src.bin", 4 << 20);
     let args = json!({
-        "port": p.ssh_port,
+        "port": p.ssh_port(),
         "user": format!("alice@{SESSION}"),
         "key": key.private,
         "rsa_key": rsa.private,
@@ -560,7 +554,7 @@ fn paramiko_exec_transfers_and_its_algorithms() {
 /// PuTTY's options for alice: batch mode, the proxy's host key pinned by
 /// fingerprint, her key converted to PuTTY's format.
 fn putty_options(p: &Platform, key: &KeyPair) -> Vec<String> {
-    let ppk = p.dir.path().join("alice.ppk");
+    let ppk = p.dir().join("alice.ppk");
     let mut cmd = Command::new("puttygen");
     cmd.arg(&key.private)
         .args(["-O", "private", "-o"])
@@ -570,7 +564,7 @@ fn putty_options(p: &Platform, key: &KeyPair) -> Vec<String> {
         "-batch",
         "-noagent",
         "-P",
-        &p.ssh_port.to_string(),
+        &p.ssh_port().to_string(),
         "-l",
         &format!("alice@{SESSION}"),
         "-i",
@@ -586,7 +580,7 @@ fn putty_options(p: &Platform, key: &KeyPair) -> Vec<String> {
 /// cache: its HOME holds one saved session, `aesgcm`, preferring AES-GCM
 /// (PuTTY's default prefers ChaCha20-Poly1305).
 fn putty(p: &Platform, tool: &str) -> Command {
-    let home = p.dir.path().join("putty-home");
+    let home = p.dir().join("putty-home");
     let sessions = home.join(".putty/sessions");
     std::fs::create_dir_all(&sessions).expect("putty home");
     std::fs::write(
@@ -602,7 +596,7 @@ fn putty(p: &Platform, tool: &str) -> Command {
 #[test]
 fn putty_plink_exec_and_pscp_over_scp_and_sftp() {
     let (p, key) = alice();
-    let dir = p.dir.path();
+    let dir = p.dir();
     let opts = putty_options(&p, &key);
 
     let mut plink = putty(&p, "plink");
@@ -671,7 +665,7 @@ fn putty_plink_exec_and_pscp_over_scp_and_sftp() {
 #[test]
 fn dropbear_dbclient_exec_and_transfers() {
     let (p, key) = alice();
-    let dir = p.dir.path();
+    let dir = p.dir();
     let db_key = dir.join("alice.dropbear");
     let mut convert = Command::new("dropbearconvert");
     convert
@@ -683,7 +677,7 @@ fn dropbear_dbclient_exec_and_transfers() {
     // by name alone, without OpenSSH's `[host]:port`.
     let home = dir.join("dropbear-home");
     std::fs::create_dir_all(home.join(".ssh")).expect("home");
-    let known = p.proxy_key.known_hosts_line(p.ssh_port);
+    let known = p.proxy_key.known_hosts_line(p.ssh_port());
     let (_, key_part) = known.split_once(' ').expect("known_hosts line");
     std::fs::write(
         home.join(".ssh/known_hosts"),
@@ -697,7 +691,7 @@ fn dropbear_dbclient_exec_and_transfers() {
         cmd.args(["-w", "dbclient"])
             .env("HOME", &home)
             .env_remove("SSH_AUTH_SOCK")
-            .args(["-T", "-p", &p.ssh_port.to_string(), "-l"])
+            .args(["-T", "-p", &p.ssh_port().to_string(), "-l"])
             .arg(format!("alice@{SESSION}"))
             .arg("-i")
             .arg(&db_key)
@@ -737,7 +731,7 @@ fn dropbear_dbclient_exec_and_transfers() {
 fn openssh_round_trip(extra: &[&str], mib: usize) -> String {
     let (p, key) = alice();
     let ssh = p.ssh(&key, "alice", SESSION);
-    let dir = p.dir.path();
+    let dir = p.dir();
     let (src, want) = random_file(dir, "src.bin", mib << 20);
     let remote = dir.join("remote.bin");
     let mut pre = vec!["-v"];
@@ -822,8 +816,8 @@ fn openssh_kex_mlkem768x25519_sha256() {
 /// Logs in as alice with only `key` registered, offering only `algorithm`
 /// as the signature; checks the login and a command.
 fn openssh_user_key(key_kind: &str, bits: u32, algorithm: &str) {
-    let mut p = Platform::start(Setup::default());
-    let key = keygen(p.dir.path(), "alice-key", key_kind, bits);
+    let mut p = Platform::start();
+    let key = keygen(p.dir(), "alice-key", key_kind, bits);
     register(&p, "alice", &key);
     p.studio(SESSION, 1, "alice", &[], true);
     let ssh = p.ssh(&key, "alice", SESSION);

@@ -4,16 +4,10 @@
 //! while. Real sockets from 127.0.0.x source addresses against the real
 //! proxy.
 
-#[path = "support/platform.rs"]
-mod platform;
-#[path = "support/seccomp.rs"]
-mod seccomp;
-
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use platform::{Platform, Setup};
-use testkit::{KeyPair, KeyType, run};
+use testkit::{KeyPair, KeyType, Platform, ProxyOptions, run};
 
 const SESSION: &str = "01ac8894";
 
@@ -42,14 +36,14 @@ fn logs_in(p: &Platform, key: &KeyPair) -> (bool, Duration) {
 
 #[test]
 fn five_thousand_idle_connections_from_other_addresses_do_not_lock_a_user_out() {
-    let mut p = Platform::start(Setup::default());
+    let mut p = Platform::start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &[], true);
     // 5,000 idle connections from 127.0.0.2-127.0.0.11, 500 each, held open.
     let mut flood = Vec::new();
     for i in 0..5000u32 {
         let source = [127, 0, 0, 2 + (i % 10) as u8];
-        if let Some(s) = idle_from(source, p.ssh_port) {
+        if let Some(s) = idle_from(source, p.ssh_port()) {
             flood.push(s);
         }
     }
@@ -75,17 +69,17 @@ fn five_thousand_idle_connections_from_other_addresses_do_not_lock_a_user_out() 
 
 #[test]
 fn past_full_the_oldest_unauthenticated_connections_are_dropped() {
-    let mut p = Platform::start(Setup {
-        extra: vec![
-            ("CONNECT_SSH_MAX_STARTUPS", "20:50:40".into()),
-            ("CONNECT_SSH_MAX_STARTUPS_PER_SOURCE", "100".into()),
-        ],
-        ..Setup::default()
-    });
+    let mut p = Platform::builder()
+        .proxy(
+            ProxyOptions::default()
+                .env("CONNECT_SSH_MAX_STARTUPS", "20:50:40")
+                .env("CONNECT_SSH_MAX_STARTUPS_PER_SOURCE", "100"),
+        )
+        .start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &[], true);
     let flood: Vec<TcpStream> = (0..200)
-        .filter_map(|_| idle_from([127, 0, 0, 2], p.ssh_port))
+        .filter_map(|_| idle_from([127, 0, 0, 2], p.ssh_port()))
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let (ok, took) = logs_in(&p, &key);
@@ -101,13 +95,12 @@ fn past_full_the_oldest_unauthenticated_connections_are_dropped() {
 
 #[test]
 fn an_address_that_keeps_failing_is_turned_away_for_a_while() {
-    let mut p = Platform::start(Setup {
-        extra: vec![("CONNECT_SSH_PENALTY", "2s".into())],
-        ..Setup::default()
-    });
+    let mut p = Platform::builder()
+        .proxy(ProxyOptions::default().env("CONNECT_SSH_PENALTY", "2s"))
+        .start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &[], true);
-    let stranger = KeyPair::generate(p.dir.path(), "stranger", KeyType::Ed25519);
+    let stranger = KeyPair::generate(p.dir(), "stranger", KeyType::Ed25519);
     // One failed login from 127.0.0.3 costs it 5 s of penalty: over 2 s.
     let from = |key: &KeyPair, source: &str| {
         let mut cmd =

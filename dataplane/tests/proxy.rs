@@ -2,25 +2,23 @@
 //! (`ssh -p PORT alice@SESSION@127.0.0.1`) to real connect-client Studios
 //! registered with the real control plane.
 
-#[path = "support/platform.rs"]
-mod platform;
 #[path = "support/seccomp.rs"]
 mod seccomp;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use platform::{Platform, Setup};
 use testkit::net::{echo_server, free_port, wait_connect};
-use testkit::{KeyPair, KeyType, Ssh, Tmux, run, run_ok, sh};
+use testkit::{Dev, KeyPair, KeyType, Platform, ProxyOptions, Ssh, Tmux, run, run_ok, sh};
 
 const SESSION: &str = "01ac8894";
 
 /// A platform with alice's Studio running; returns alice's ssh.
 fn alice() -> (Platform, Ssh) {
-    let mut p = Platform::start(Setup::default());
+    let mut p = Platform::start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &["bob"], true);
     let ssh = p.ssh(&key, "alice", SESSION);
@@ -46,15 +44,15 @@ fn many_commands_over_one_connection_are_not_refused() {
     // connection is refused every channel after the limit's worth of
     // commands. connect-loadtest's bulk workers keep one connection and
     // open a channel per transfer: 8 transfers against a limit of 3.
-    let mut p = Platform::start(Setup::default());
-    p.studio_env
-        .push(("CONNECT_CLIENT_MAX_CHANNELS", "3".to_owned()));
+    let mut p = Platform::builder()
+        .studio_env("CONNECT_CLIENT_MAX_CHANNELS", "3")
+        .start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &[], true);
     let out = Command::new(testkit::bin("connect-loadtest"))
         .args(["bulk", "--progress", "off", "-c", "1", "-n", "8"])
         .args(["--bytes", "1KiB", "--direction", "down", "--target"])
-        .arg(format!("127.0.0.1:{}", p.ssh_port))
+        .arg(format!("127.0.0.1:{}", p.ssh_port()))
         .args(["--login", &format!("alice@{SESSION}"), "--key"])
         .arg(&key.private)
         .output()
@@ -72,9 +70,9 @@ fn many_commands_over_one_connection_are_not_refused() {
 #[test]
 fn the_proxy_runs_without_transparent_huge_pages() {
     // ~50 KiB of RSS per idle session otherwise (docs/benchmarks.md).
-    let p = Platform::start(Setup::default());
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", p.proxy.pid())).expect("status");
+    let p = Platform::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.proxy().process.pid()))
+        .expect("status");
     let Some(thp) = status
         .lines()
         .find_map(|l| l.strip_prefix("THP_enabled:"))
@@ -91,14 +89,12 @@ fn the_proxy_runs_without_transparent_huge_pages() {
 fn a_second_proxy_on_the_same_address_is_refused_not_silently_sharing() {
     // Every core listens with SO_REUSEPORT, so a second process could join
     // the port unnoticed and take a share of the users' connections.
-    let p = Platform::start(Setup::default());
-    let extra = vec![("CONNECT_SSH_ADDR", format!("127.0.0.1:{}", p.ssh_port))];
-    let setup = Setup {
-        extra,
-        ..Setup::default()
-    };
-    let mut second =
-        testkit::Process::spawn(platform::proxy_command(&p.dir, &p.proxy_key, &setup, None));
+    let p = Platform::start();
+    let same_addr = format!("127.0.0.1:{}", p.ssh_port());
+    let second = ProxyOptions::default()
+        .embed_control()
+        .env("CONNECT_SSH_ADDR", &same_addr);
+    let mut second = testkit::Process::spawn(p.proxy_command(&second));
     // Without the check it would start and serve: bounded wait, then fail.
     let code = second.wait_exit(Duration::from_secs(30));
     let stderr = second.lines().join("\n");
@@ -146,15 +142,15 @@ fn pty_shell_with_resize() {
 #[test]
 fn scp_and_sftp_50mb() {
     let (p, ssh) = alice();
-    let src = p.dir.path().join("src.bin");
+    let src = p.dir().join("src.bin");
     sh(&format!("head -c 50M /dev/urandom > '{}'", src.display()));
-    let remote = p.dir.path().join("remote.bin");
-    let back = p.dir.path().join("back.bin");
+    let remote = p.dir().join("remote.bin");
+    let back = p.dir().join("back.bin");
     let mut put = ssh.scp();
     put.arg(&src)
         .arg(format!("{}:{}", ssh.destination(), remote.display()));
     run_ok(put);
-    let batch = p.dir.path().join("batch");
+    let batch = p.dir().join("batch");
     std::fs::write(
         &batch,
         format!("get {} {}\n", remote.display(), back.display()),
@@ -169,12 +165,12 @@ fn scp_and_sftp_50mb() {
 #[test]
 fn rsync_through_the_proxy() {
     let (p, ssh) = alice();
-    let src = p.dir.path().join("tree");
+    let src = p.dir().join("tree");
     sh(&format!(
         "mkdir -p '{0}/a' && head -c 2000000 /dev/urandom > '{0}/a/f' && echo x > '{0}/g'",
         src.display()
     ));
-    let dst = p.dir.path().join("copy");
+    let dst = p.dir().join("copy");
     let mut cmd = Command::new("rsync");
     cmd.arg("-a")
         .arg("-e")
@@ -270,8 +266,8 @@ fn local_dynamic_and_remote_forwarding() {
 #[test]
 fn agent_forwarding() {
     let (p, ssh) = alice();
-    let key = KeyPair::generate(p.dir.path(), "agent-key", KeyType::Ed25519);
-    let sock = p.dir.path().join("agent.sock");
+    let key = KeyPair::generate(p.dir(), "agent-key", KeyType::Ed25519);
+    let sock = p.dir().join("agent.sock");
     let mut agent = Command::new("ssh-agent")
         .arg("-D")
         .arg("-a")
@@ -302,13 +298,10 @@ fn agent_forwarding() {
 
 #[test]
 fn every_refusal_looks_the_same_and_is_counted_by_reason() {
-    let mut p = Platform::start(Setup {
-        allowed: Some("1,2"),
-        ..Setup::default()
-    });
+    let mut p = Platform::builder().allowed(Some("1,2")).start();
     let alice = p.user("alice");
     let mallory = p.user("mallory");
-    let stranger = KeyPair::generate(p.dir.path(), "stranger", KeyType::Ed25519);
+    let stranger = KeyPair::generate(p.dir(), "stranger", KeyType::Ed25519);
     p.studio(SESSION, 1, "alice", &[], true);
     p.studio("00000002", 1, "alice", &[], false);
 
@@ -370,51 +363,19 @@ fn workspace_not_allowed_and_feature_off_are_refused_like_the_rest() {
     // A session whose workspace is not (or no longer) allowed: the proxy's
     // state carries the allowlist, the control plane already stores the
     // session from when it was allowed.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = KeyPair::generate(dir.path(), "proxy", KeyType::Ed25519);
-    let (mut control, url) =
-        platform::start_control(dir.path(), Some("1,2"), &key.fingerprint, "127.0.0.1:0");
-    let api = |url: &str, method: &str, path: &str, body: &str| {
-        Command::new("curl")
-            .args([
-                "-sS",
-                "-X",
-                method,
-                "-H",
-                &format!("Authorization: Bearer {}", platform::ADMIN),
-                "-d",
-                body,
-            ])
-            .arg(format!("{url}{path}"))
-            .output()
-            .expect("curl")
-    };
-    let user = KeyPair::generate(dir.path(), "alice", KeyType::Ed25519);
-    api(
-        &url,
-        "POST",
-        "/v1/users/alice/keys",
-        &serde_json::json!({ "key": user.public_line }).to_string(),
-    );
-    api(
-        &url,
-        "PUT",
-        "/v1/sessions/00000002",
-        r#"{"workspaceId":2,"owner":"alice","sshEnabled":true}"#,
-    );
-    control.kill();
-    let addr = url.trim_start_matches("http://").to_owned();
+    let mut p = Platform::builder().allowed(Some("1,2")).no_proxy().start();
+    let user = p.user("alice");
+    p.session("00000002", 2, "alice", &[], true);
+    p.stop_control();
 
     for (allowed, reason) in [(Some("1"), "workspace_not_allowed"), (None, "ssh_disabled")] {
-        let (control, url) = platform::start_control(dir.path(), allowed, &key.fingerprint, &addr);
-        let setup = Setup {
-            allowed,
-            remote_control: true,
-            ..Setup::default()
-        };
-        let mut proxy = platform::start_proxy(&dir, &key, &setup, Some(&url));
-        let listening = proxy.wait_for_msg("connect-proxy listening", Duration::from_secs(30));
-        let port = platform::port_of(&listening["addr"]);
+        // Back on the same database and address, with another allowlist.
+        p.set_allowed(allowed);
+        p.start_control();
+        let mut proxy = p
+            .start_proxy(&ProxyOptions::default())
+            .expect("the proxy starts");
+        let port = proxy.port;
         let ssh = Ssh {
             port,
             user: "alice@00000002".into(),
@@ -427,11 +388,11 @@ fn workspace_not_allowed_and_feature_off_are_refused_like_the_rest() {
         assert_eq!(out.status.code(), Some(255));
         assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied (publickey)"));
         let line = proxy
+            .process
             .wait_for(|v| v["msg"] == "login refused", Duration::from_secs(10))
             .expect("refusal logged");
         assert_eq!(line["reason"], reason);
         drop(proxy);
-        drop(control);
     }
 }
 
@@ -451,7 +412,7 @@ fn studio_killed_mid_session_and_stopped_studio_get_one_clear_line() {
         .expect("stdout")
         .read_exact(&mut first)
         .expect("started");
-    p.studio_process(0).kill();
+    p.studios[0].process.kill();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
@@ -489,10 +450,7 @@ fn studio_killed_mid_session_and_stopped_studio_get_one_clear_line() {
 
 #[test]
 fn control_plane_stopped_live_sessions_continue_and_known_logins_work() {
-    let mut p = Platform::start(Setup {
-        remote_control: true,
-        ..Setup::default()
-    });
+    let mut p = Platform::builder().separate_control().start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &[], true);
     let ssh = p.ssh(&key, "alice", SESSION);
@@ -506,7 +464,7 @@ fn control_plane_stopped_live_sessions_continue_and_known_logins_work() {
     let mut buf = [0u8; 7];
     stdout.read_exact(&mut buf).expect("echo");
 
-    p.control.as_mut().expect("remote control plane").kill();
+    p.stop_control();
     std::thread::sleep(Duration::from_millis(500));
 
     stdin.write_all(b"after!\n").expect("write");
@@ -521,25 +479,13 @@ fn control_plane_stopped_live_sessions_continue_and_known_logins_work() {
 
 #[test]
 fn two_proxies_with_one_key_answer_one_known_hosts_line() {
-    let mut p = Platform::start(Setup {
-        remote_control: true,
-        ..Setup::default()
-    });
+    let mut p = Platform::builder().separate_control().start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &[], true);
-    let url = p.control_url.clone();
-    let mut second = platform::start_proxy(
-        &p.dir,
-        &p.proxy_key,
-        &Setup {
-            remote_control: true,
-            ..Setup::default()
-        },
-        Some(&url),
-    );
-    let other = platform::port_of(
-        &second.wait_for_msg("connect-proxy listening", Duration::from_secs(30))["addr"],
-    );
+    let second = p
+        .start_proxy(&ProxyOptions::default())
+        .expect("a second proxy");
+    let other = second.port;
 
     let pub_line = p
         .proxy_key
@@ -548,9 +494,9 @@ fn two_proxies_with_one_key_answer_one_known_hosts_line() {
         .take(2)
         .collect::<Vec<_>>()
         .join(" ");
-    let known = p.dir.path().join("known_hosts_alias");
+    let known = p.dir().join("known_hosts_alias");
     std::fs::write(&known, format!("connect.example.com {pub_line}\n")).expect("known_hosts");
-    for port in [p.ssh_port, other] {
+    for port in [p.ssh_port(), other] {
         let ssh = Ssh {
             port,
             user: format!("alice@{SESSION}"),
@@ -567,8 +513,8 @@ fn two_proxies_with_one_key_answer_one_known_hosts_line() {
 fn a_reader_that_stops_reading_does_not_grow_proxy_memory() {
     let (p, ssh) = alice();
     let rss = || -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", p.proxy.pid())).expect("status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.proxy().process.pid()))
+            .expect("status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -606,10 +552,9 @@ fn a_reader_that_stops_reading_does_not_grow_proxy_memory() {
 
 #[test]
 fn activity_is_reported_to_the_control_plane() {
-    let mut p = Platform::start(Setup {
-        extra: vec![("CONNECT_ACTIVITY_INTERVAL", "1s".into())],
-        ..Setup::default()
-    });
+    let mut p = Platform::builder()
+        .proxy(ProxyOptions::default().env("CONNECT_ACTIVITY_INTERVAL", "1s"))
+        .start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &[], true);
     let ssh = p.ssh(&key, "alice", SESSION);
@@ -647,41 +592,13 @@ fn activity_is_reported_to_the_control_plane() {
 
 #[test]
 fn dev_mode_prints_an_ssh_line_that_works_as_pasted() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut dev = Command::new(platform::PROXY_BIN)
-        .arg("--dev")
-        .env("TMPDIR", tmp.path())
-        .env("CONNECT_SSH_ADDR", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("connect-proxy --dev");
-    let stdout = dev.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut management = None;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("(management ") {
-                management = Some(line.clone());
-            }
-            if line.starts_with("ssh ") {
-                let _ = tx.send((line, management.take()));
-            }
-        }
-    });
-    let (line, management) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("an ssh line on stdout");
+    let dev = Dev::start();
+    let line = dev.ssh_line.clone();
     // A local system listens on loopback only, management included.
-    let management = management.expect("the management address is printed");
     assert!(
-        management.contains("(management http://127.0.0.1:"),
-        "{management}"
+        dev.management.starts_with("http://127.0.0.1:"),
+        "{}",
+        dev.management
     );
     let out = Command::new("sh")
         .arg("-c")
@@ -692,12 +609,7 @@ fn dev_mode_prints_an_ssh_line_that_works_as_pasted() {
         .expect("sh");
     // A second --dev in the same directory would rewrite the first's token
     // and known_hosts under it: refused, and the first keeps working.
-    let mut second = Command::new(platform::PROXY_BIN);
-    second
-        .arg("--dev")
-        .env("TMPDIR", tmp.path())
-        .env("CONNECT_SSH_ADDR", "127.0.0.1:0");
-    let mut second = testkit::Process::spawn(second);
+    let mut second = testkit::Process::spawn(dev.command());
     let code = second.wait_exit(Duration::from_secs(30));
     let again = Command::new("sh")
         .arg("-c")
@@ -706,8 +618,7 @@ fn dev_mode_prints_an_ssh_line_that_works_as_pasted() {
         .stdin(Stdio::null())
         .output()
         .expect("sh");
-    let _ = dev.kill();
-    let _ = dev.wait();
+    drop(dev);
     let stderr = second.lines().join("\n");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -729,14 +640,20 @@ fn deny_io_uring_exec() {
     seccomp::exec_if_requested();
 }
 
+/// Runs the proxy under a seccomp filter denying io_uring (Docker's
+/// default profile does).
+fn without_io_uring(program: &Path) -> Command {
+    seccomp::command_without_io_uring(program, &[])
+}
+
 #[test]
 fn falls_back_to_epoll_under_a_seccomp_filter_that_denies_io_uring() {
-    let mut p = Platform::start(Setup {
-        seccomp: true,
-        ..Setup::default()
-    });
+    let mut p = Platform::builder()
+        .proxy(ProxyOptions::default().launcher(without_io_uring))
+        .start();
     let fallback = p
-        .proxy
+        .proxy_mut()
+        .process
         .wait_for(
             |v| v["msg"] == "io_uring unavailable; using epoll",
             Duration::from_secs(5),
@@ -758,12 +675,12 @@ fn falls_back_to_epoll_under_a_seccomp_filter_that_denies_io_uring() {
     assert_eq!(run_ok(cmd), "served on epoll\n");
 
     // Forcing io_uring where it is denied is a configuration error.
-    let setup = Setup {
-        seccomp: true,
-        io: "uring",
-        ..Setup::default()
-    };
-    let out = platform::proxy_command(&p.dir, &p.proxy_key, &setup, None)
+    let forced = ProxyOptions::default()
+        .embed_control()
+        .launcher(without_io_uring)
+        .io("uring");
+    let out = p
+        .proxy_command(&forced)
         .stdin(Stdio::null())
         .output()
         .expect("run");
@@ -784,10 +701,9 @@ fn io_uring_serves_when_the_kernel_allows_it() {
         );
         return;
     }
-    let mut p = Platform::start(Setup {
-        io: "uring",
-        ..Setup::default()
-    });
+    let mut p = Platform::builder()
+        .proxy(ProxyOptions::default().io("uring"))
+        .start();
     assert_eq!(
         p.metric("connect_proxy_io_backend{backend=\"io_uring\"}"),
         1.0

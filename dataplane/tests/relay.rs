@@ -4,20 +4,15 @@
 //! live revocation; unsigned key probes. Real OpenSSH through the real
 //! proxy to a real connect-client.
 
-#[path = "support/platform.rs"]
-mod platform;
-#[path = "support/seccomp.rs"]
-mod seccomp;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use platform::{Platform, Setup};
 use testkit::net::free_port;
-use testkit::{KeyPair, KeyType, Ssh, run};
+use testkit::platform::Builder;
+use testkit::{KeyPair, KeyType, Platform, ProxyOptions, Ssh, run};
 
 const SESSION: &str = "01ac8894";
 /// Bytes per transfer in the parallel test; 40 of them at once each way.
@@ -147,8 +142,8 @@ fn upload(mut s: TcpStream, data: &[u8]) -> String {
     digest
 }
 
-fn alice(setup: Setup<'_>) -> (Platform, KeyPair, Ssh) {
-    let mut p = Platform::start(setup);
+fn alice(platform: Builder) -> (Platform, KeyPair, Ssh) {
+    let mut p = platform.start();
     let key = p.user("alice");
     p.studio(SESSION, 1, "alice", &["bob"], true);
     let ssh = p.ssh(&key, "alice", SESSION);
@@ -157,7 +152,7 @@ fn alice(setup: Setup<'_>) -> (Platform, KeyPair, Ssh) {
 
 #[test]
 fn forty_busy_channels_both_ways_through_l_and_d_ten_rounds() {
-    let (_p, _key, ssh) = alice(Setup::default());
+    let (_p, _key, ssh) = alice(Platform::builder());
     let data = Arc::new(testkit::pattern(CHUNK, 7));
     let digest = hex_sha256(&data);
     let server = data_server(data.clone());
@@ -188,7 +183,7 @@ fn forty_busy_channels_both_ways_through_l_and_d_ten_rounds() {
 
 #[test]
 fn a_stalled_reader_does_not_slow_a_busy_channel_beside_it() {
-    let (_p, _key, ssh) = alice(Setup::default());
+    let (_p, _key, ssh) = alice(Platform::builder());
     let data = Arc::new(testkit::pattern(200 << 20, 11));
     let digest = hex_sha256(&data);
     let server = data_server(data.clone());
@@ -211,11 +206,11 @@ fn a_stalled_reader_does_not_slow_a_busy_channel_beside_it() {
 
 #[test]
 fn rekeys_on_both_legs_in_the_middle_of_transfers_keep_every_byte() {
-    let (p, _key, ssh) = alice(Setup {
-        extra: vec![("CONNECT_SSH_REKEY_LIMIT", (4u64 << 20).to_string())],
-        ..Setup::default()
-    });
-    let file = p.dir.path().join("big");
+    let (p, _key, ssh) =
+        alice(Platform::builder().proxy(
+            ProxyOptions::default().env("CONNECT_SSH_REKEY_LIMIT", &(4u64 << 20).to_string()),
+        ));
+    let file = p.dir().join("big");
     let data = testkit::pattern(256 << 20, 3);
     std::fs::write(&file, &data).expect("write");
     let digest = hex_sha256(&data);
@@ -299,7 +294,7 @@ fn live(ssh: &Ssh) -> Child {
 
 #[test]
 fn a_revoked_login_ends_with_its_reason() {
-    let (p, key, ssh) = alice(Setup::default());
+    let (p, key, ssh) = alice(Platform::builder());
     let bob = p.user("bob");
     let bob_ssh = p.ssh(&bob, "bob", SESSION);
 
@@ -332,7 +327,7 @@ fn a_revoked_login_ends_with_its_reason() {
     );
 
     // The toggle turned off (with a fresh key).
-    let key2 = KeyPair::generate(p.dir.path(), "alice-second", KeyType::Ed25519);
+    let key2 = KeyPair::generate(p.dir(), "alice-second", KeyType::Ed25519);
     let (status, body) = p.api(
         "POST",
         "/v1/users/alice/keys",
@@ -366,9 +361,9 @@ fn offer(p: &Platform, key: &KeyPair, login_user: &str, session: &str) -> bool {
 
 #[test]
 fn an_unsigned_probe_learns_nothing_about_sessions() {
-    let mut p = Platform::start(Setup::default());
+    let mut p = Platform::start();
     let alice = p.user("alice");
-    let stranger = KeyPair::generate(p.dir.path(), "stranger", KeyType::Ed25519);
+    let stranger = KeyPair::generate(p.dir(), "stranger", KeyType::Ed25519);
     p.studio(SESSION, 1, "alice", &[], true);
     p.studio("00000003", 1, "alice", &[], false);
     // Alice's key is "acceptable" whatever session she names: existing and
@@ -385,10 +380,10 @@ fn an_unsigned_probe_learns_nothing_about_sessions() {
 
 #[test]
 fn extra_channels_beyond_the_limit_are_refused_and_the_rest_flow() {
-    let (_p, _key, ssh) = alice(Setup {
-        extra: vec![("CONNECT_SSH_MAX_CONN_CHANNELS", "4".into())],
-        ..Setup::default()
-    });
+    let (_p, _key, ssh) = alice(
+        Platform::builder()
+            .proxy(ProxyOptions::default().env("CONNECT_SSH_MAX_CONN_CHANNELS", "4")),
+    );
     let data = Arc::new(testkit::pattern(1 << 20, 5));
     let digest = hex_sha256(&data);
     let server = data_server(data);

@@ -2,108 +2,34 @@
 //! embedded control plane and connect-client Studio): each must run, verify
 //! what it moved, and report it. These check behaviour, not speed.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::Value;
+use testkit::Dev;
 
 const LOADTEST: &str = env!("CARGO_BIN_EXE_connect-loadtest");
 
-/// `connect-proxy --dev` in its own TMPDIR.
-struct Dev {
-    child: Child,
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    ssh: String,
-    control: String,
-}
-
-impl Dev {
-    fn start() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(testkit::bin("connect-proxy"))
-            .arg("--dev")
-            .env("TMPDIR", tmp.path())
-            .env("CONNECT_SSH_ADDR", "127.0.0.1:0")
-            .env("CONNECT_MANAGEMENT_PORT", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("connect-proxy --dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut ssh, mut control) = (None, None);
-        while ssh.is_none() || control.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("connect-proxy --dev prints its addresses");
-            let addr = |l: &str| {
-                l.split_whitespace()
-                    .nth(1)
-                    .map(str::to_owned)
-                    .expect("an address")
-            };
-            if line.trim_start().starts_with("proxy ") {
-                ssh = Some(addr(line.trim_start()));
-            } else if line.trim_start().starts_with("control plane ") {
-                control = line.split_whitespace().nth(2).map(str::to_owned);
-            }
-        }
-        let dir = tmp.path().join(format!("connect-dev-{}", nix_uid()));
-        Self {
-            child,
-            _tmp: tmp,
-            dir,
-            ssh: ssh.expect("proxy address"),
-            control: control.expect("control plane URL"),
-        }
+/// Runs a scenario against `dev` as its demo user; returns the output and
+/// the JSON report.
+fn run(dev: &Dev, scenario: &str, args: &[&str]) -> (Output, Value) {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let json = out_dir.path().join("report.json");
+    let mut cmd = Command::new(LOADTEST);
+    cmd.arg(scenario)
+        .args(["--target", &dev.ssh_addr, "--progress", "off", "--json"])
+        .arg(&json)
+        .arg("--key")
+        .arg(dev.demo_key());
+    if !args.contains(&"--provision-users") && !args.contains(&"--login") {
+        cmd.args(["--login", "demo@01ac8894"]);
     }
-
-    fn key(&self) -> PathBuf {
-        self.dir.join("demo_key")
-    }
-
-    /// Runs a scenario as the demo user; returns the output and the JSON
-    /// report.
-    fn run(&self, scenario: &str, args: &[&str]) -> (Output, Value) {
-        let out_dir = tempfile::tempdir().expect("tempdir");
-        let json = out_dir.path().join("report.json");
-        let key = self.key();
-        let mut cmd = Command::new(LOADTEST);
-        cmd.arg(scenario)
-            .args(["--target", &self.ssh, "--progress", "off", "--json"])
-            .arg(&json)
-            .arg("--key")
-            .arg(&key);
-        if !args.contains(&"--provision-users") && !args.contains(&"--login") {
-            cmd.args(["--login", "demo@01ac8894"]);
-        }
-        let out = cmd.args(args).output().expect("connect-loadtest");
-        let report = std::fs::read_to_string(&json)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
-        (out, report)
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nix_uid() -> u32 {
-    testkit::sh("id -u").trim().parse().expect("uid")
+    let out = cmd.args(args).output().expect("connect-loadtest");
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    (out, report)
 }
 
 fn text(out: &Output) -> String {
@@ -127,7 +53,11 @@ fn assert_clean(out: &Output, report: &Value) {
 #[test]
 fn connect_logs_in_runs_the_command_and_reports_both() {
     let dev = Dev::start();
-    let (out, report) = dev.run("connect", &["-c", "2", "-n", "6", "--command", "exit 0"]);
+    let (out, report) = run(
+        &dev,
+        "connect",
+        &["-c", "2", "-n", "6", "--command", "exit 0"],
+    );
     assert_clean(&out, &report);
     assert_eq!(
         (ok(&report, "login"), ok(&report, "exec")),
@@ -141,7 +71,11 @@ fn connect_logs_in_runs_the_command_and_reports_both() {
         "{stdout}"
     );
     // A command that fails is an error, not a success.
-    let (out, report) = dev.run("connect", &["-c", "1", "-n", "2", "--command", "exit 3"]);
+    let (out, report) = run(
+        &dev,
+        "connect",
+        &["-c", "1", "-n", "2", "--command", "exit 3"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(report["errors"]["exec: exit status not 0"], 2, "{report}");
 }
@@ -149,8 +83,9 @@ fn connect_logs_in_runs_the_command_and_reports_both() {
 #[test]
 fn idle_holds_sessions_and_measures_the_watched_process() {
     let dev = Dev::start();
-    let pid = dev.child.id().to_string();
-    let (out, report) = dev.run(
+    let pid = dev.process.pid().to_string();
+    let (out, report) = run(
+        &dev,
         "idle",
         &[
             "--sessions",
@@ -180,7 +115,11 @@ fn idle_holds_sessions_and_measures_the_watched_process() {
         .any(|t| t["samples"]["proxy rss_kib"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(sampled, "{report}");
     // --count bounds the sessions opened.
-    let (out, report) = dev.run("idle", &["--sessions", "4", "-n", "2", "--hold", "0s"]);
+    let (out, report) = run(
+        &dev,
+        "idle",
+        &["--sessions", "4", "-n", "2", "--hold", "0s"],
+    );
     assert_clean(&out, &report);
     assert_eq!(ok(&report, "session"), 2, "{}", text(&out));
 }
@@ -188,7 +127,8 @@ fn idle_holds_sessions_and_measures_the_watched_process() {
 #[test]
 fn interactive_gets_every_keystroke_echoed() {
     let dev = Dev::start();
-    let (out, report) = dev.run(
+    let (out, report) = run(
+        &dev,
         "interactive",
         &["-c", "2", "-n", "50", "--think", "0s", "--line", "7"],
     );
@@ -199,7 +139,8 @@ fn interactive_gets_every_keystroke_echoed() {
 #[test]
 fn bulk_moves_and_verifies_both_directions() {
     let dev = Dev::start();
-    let (out, report) = dev.run(
+    let (out, report) = run(
+        &dev,
         "bulk",
         &[
             "-c",
@@ -229,7 +170,8 @@ fn bulk_moves_and_verifies_both_directions() {
 #[test]
 fn churn_opens_sessions_at_the_rate_and_closes_them() {
     let dev = Dev::start();
-    let (out, report) = dev.run(
+    let (out, report) = run(
+        &dev,
         "churn",
         &[
             "--rate",
@@ -258,15 +200,16 @@ fn churn_opens_sessions_at_the_rate_and_closes_them() {
 fn mixed_runs_everything_as_users_it_created_through_the_api() {
     let dev = Dev::start();
     let plots = tempfile::tempdir().expect("tempdir");
-    let (out, report) = dev.run(
+    let (out, report) = run(
+        &dev,
         "mixed",
         &[
             "--provision-users",
             "3",
             "--control-url",
-            &dev.control,
+            &dev.control_url,
             "--admin-token-file",
-            dev.dir.join("admin_token").to_str().expect("utf-8"),
+            dev.admin_token_file().to_str().expect("utf-8"),
             "--provision-sessions",
             "01ac8894",
             "-c",
@@ -303,8 +246,9 @@ fn mixed_runs_everything_as_users_it_created_through_the_api() {
 #[test]
 fn sessions_created_for_a_run_are_served_and_removed_afterwards() {
     let dev = Dev::start();
-    let token_file = dev.dir.join("admin_token");
-    let (out, report) = dev.run(
+    let token_file = dev.admin_token_file();
+    let (out, report) = run(
+        &dev,
         "connect",
         &[
             "--provision-users",
@@ -316,7 +260,7 @@ fn sessions_created_for_a_run_are_served_and_removed_afterwards() {
             "--provision-prefix",
             "lt",
             "--control-url",
-            &dev.control,
+            &dev.control_url,
             "--admin-token-file",
             token_file.to_str().expect("utf-8"),
             "-c",
@@ -337,7 +281,7 @@ fn sessions_created_for_a_run_are_served_and_removed_afterwards() {
         let text = testkit::sh(&format!(
             "curl -sf -H \"Authorization: Bearer $(cat {})\" {}{path}",
             token_file.display(),
-            dev.control
+            dev.control_url
         ));
         serde_json::from_str(&text).expect("json")
     };
@@ -355,7 +299,7 @@ fn sessions_created_for_a_run_are_served_and_removed_afterwards() {
         let status = testkit::sh(&format!(
             "curl -s -o /dev/null -w '%{{http_code}}' -H \"Authorization: Bearer $(cat {})\" {}/v1/sessions/{}",
             token_file.display(),
-            dev.control,
+            dev.control_url,
             id.as_str().expect("id")
         ));
         assert_eq!(status, "404", "session {id} was left behind");
@@ -367,8 +311,9 @@ fn a_jump_host_carries_the_inner_connection() {
     // connect-proxy is its own jump host here: the outer login's Studio
     // opens direct-tcpip back to the proxy, where the inner login lands.
     let dev = Dev::start();
-    let jump = format!("demo@01ac8894@{}", dev.ssh);
-    let (out, report) = dev.run(
+    let jump = format!("demo@01ac8894@{}", dev.ssh_addr);
+    let (out, report) = run(
+        &dev,
         "connect",
         &["--jump", &jump, "-c", "1", "-n", "3", "--command", "true"],
     );
@@ -386,7 +331,7 @@ fn refusals_are_counted_by_kind_and_fail_the_run() {
         .args([
             "connect",
             "--target",
-            &dev.ssh,
+            &dev.ssh_addr,
             "--progress",
             "off",
             "-n",
@@ -405,7 +350,7 @@ fn refusals_are_counted_by_kind_and_fail_the_run() {
         "{stdout}"
     );
     // A login without its session gets told what connect-proxy expects.
-    let (out, _) = dev.run("connect", &["-n", "1", "-c", "1", "--login", "demo"]);
+    let (out, _) = run(&dev, "connect", &["-n", "1", "-c", "1", "--login", "demo"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("logins are USER@SESSION"), "{stdout}");
 }

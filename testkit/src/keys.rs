@@ -23,9 +23,13 @@ pub struct KeyPair {
 }
 
 impl KeyPair {
-    /// Generates `dir/name` (mode 0600, no passphrase).
+    /// Generates `dir/name` (mode 0600, no passphrase), replacing a key
+    /// of that name.
     pub fn generate(dir: &Path, name: &str, kind: KeyType) -> Self {
         let private = dir.join(name);
+        for stale in [&private, &private.with_extension("pub")] {
+            let _ = std::fs::remove_file(stale);
+        }
         let mut cmd = Command::new("ssh-keygen");
         match kind {
             KeyType::Ed25519 => cmd.args(["-t", "ed25519"]),

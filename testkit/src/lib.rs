@@ -1,7 +1,10 @@
-//! Test harness shared by the integration tests: everything here drives
-//! real programs (`ssh-keygen`, `ssh`, the workspace's own binaries) on
-//! 127.0.0.1, never mocks.
+//! Harness shared by the integration tests and the benchmarks: everything
+//! here drives real programs (`ssh-keygen`, `ssh`, the workspace's own
+//! binaries) on 127.0.0.1, never mocks.
 //!
+//! - [`platform`]: the whole platform (connect-control, connect-client
+//!   Studios, connect-proxy) started for a test or a benchmark, and
+//!   `connect-proxy --dev`;
 //! - [`keys`]: key pairs made by `ssh-keygen`, with the fingerprint it prints;
 //! - [`process`]: a started binary whose JSON log lines can be awaited;
 //! - [`ssh`]: OpenSSH client command lines with isolated, pinned settings;
@@ -11,11 +14,13 @@
 
 pub mod keys;
 pub mod net;
+pub mod platform;
 pub mod process;
 pub mod ssh;
 pub mod tmux;
 
 pub use keys::{KeyPair, KeyType};
+pub use platform::{Dev, Platform, ProxyOptions};
 pub use process::Process;
 pub use ssh::Ssh;
 pub use tmux::Tmux;
@@ -23,14 +28,22 @@ pub use tmux::Tmux;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+/// Where the workspace's binaries are built next to the running test
+/// (`target/<profile>/`).
+pub fn bin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/test-hash -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
 /// The path of a workspace binary built next to the running test (for
 /// tests that start another package's program, e.g. connect-control from
 /// connect-client's tests). `cargo test --workspace` builds them all.
 pub fn bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/test-hash -> target/<profile>/name
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
+    let path = bin_dir().join(name);
     assert!(
         path.exists(),
         "{} is not built; run the tests with `cargo nextest run --workspace` (or build it first)",

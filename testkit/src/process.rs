@@ -1,25 +1,65 @@
-//! A started binary under test: its stderr is collected line by line so a
-//! test can wait for a JSON log line (e.g. "listening", with the bound
-//! address) and assert on what was logged. Killed and reaped on drop.
+//! A started binary under test, whose JSON log lines can be awaited and
+//! asserted on. Its log is kept in memory (stderr, line by line: tests) or
+//! in a file (stdout and stderr: long benchmark runs, where a reader in
+//! this process would compete with the programs measured). Killed and
+//! reaped on drop.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Lines of log a [`NotReady`] shows, the last ones.
+const TAIL: usize = 50;
+
 pub struct Process {
+    /// The program's file name (or the log file's stem), for messages.
+    name: String,
     child: Child,
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    log: Log,
 }
 
+enum Log {
+    /// Stderr lines as they come; the condvar is notified on each.
+    Memory(Arc<(Mutex<Vec<String>>, Condvar)>),
+    /// Everything the program writes, read back on demand.
+    File(PathBuf),
+}
+
+/// A program that did not log what was awaited: it exited first, or did
+/// not say it in time.
+#[derive(Debug)]
+pub struct NotReady {
+    pub what: String,
+    /// The last lines it logged.
+    pub tail: Vec<String>,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; its last lines:\n{}",
+            self.what,
+            self.tail.join("\n")
+        )
+    }
+}
+
+impl std::error::Error for NotReady {}
+
 impl Process {
-    /// Starts `cmd` with stderr captured (stdout is inherited).
+    /// Starts `cmd` with stderr kept in memory (stdout is inherited unless
+    /// `cmd` says otherwise; see [`Process::take_stdout`]).
     pub fn spawn(mut cmd: Command) -> Self {
+        let name = program_name(&cmd);
         let mut child = cmd
             .stderr(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
-            .expect("spawn binary under test");
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stderr = child.stderr.take().expect("stderr piped");
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
         let sink = lines.clone();
@@ -33,15 +73,46 @@ impl Process {
                 cv.notify_all();
             }
         });
-        Self { child, lines }
+        Self {
+            name,
+            child,
+            log: Log::Memory(lines),
+        }
     }
 
-    /// Every stderr line so far.
+    /// Starts `cmd` with stdout and stderr written to `log` (replaced if
+    /// it exists).
+    pub fn spawn_logged(mut cmd: Command, log: &Path) -> Self {
+        let name = log
+            .file_stem()
+            .map_or_else(|| program_name(&cmd), |s| s.to_string_lossy().into_owned());
+        let file = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Self {
+            name,
+            child,
+            log: Log::File(log.to_owned()),
+        }
+    }
+
+    /// Every line logged so far.
     pub fn lines(&self) -> Vec<String> {
-        self.lines.0.lock().expect("lines lock").clone()
+        match &self.log {
+            Log::Memory(lines) => lines.0.lock().expect("lines lock").clone(),
+            Log::File(path) => std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+        }
     }
 
-    /// Stderr lines that parse as JSON objects.
+    /// Logged lines that parse as JSON objects.
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.lines()
             .iter()
@@ -50,15 +121,24 @@ impl Process {
     }
 
     /// Waits for a JSON log line whose `msg` is `msg`; panics after `timeout`
-    /// with everything logged so far.
+    /// with what was logged.
     pub fn wait_for_msg(&mut self, msg: &str, timeout: Duration) -> serde_json::Value {
-        self.wait_for(|v| v["msg"] == msg, timeout)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no log line {msg:?} within {timeout:?}; stderr:\n{}",
-                    self.lines().join("\n")
-                )
-            })
+        self.ready(msg, timeout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits for a JSON log line whose `msg` is `msg`: the line, or why it
+    /// did not come (for callers that carry on when a program fails).
+    pub fn ready(&mut self, msg: &str, timeout: Duration) -> Result<serde_json::Value, NotReady> {
+        if let Some(line) = self.wait_for(|v| v["msg"] == msg, timeout) {
+            return Ok(line);
+        }
+        let what = match self.child.try_wait() {
+            Ok(Some(status)) => format!("{} exited ({status}) before logging {msg:?}", self.name),
+            _ => format!("{} logged no {msg:?} within {timeout:?}", self.name),
+        };
+        let lines = self.lines();
+        let tail = lines[lines.len().saturating_sub(TAIL)..].to_vec();
+        Err(NotReady { what, tail })
     }
 
     /// Waits for a JSON log line matching `pred`; `None` on timeout or exit.
@@ -68,36 +148,77 @@ impl Process {
         timeout: Duration,
     ) -> Option<serde_json::Value> {
         let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.lines;
         let mut seen = 0;
-        let mut guard = lock.lock().expect("lines lock");
         loop {
-            for line in &guard[seen..] {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-                    && pred(&v)
-                {
-                    return Some(v);
-                }
+            let (found, total) = self.scan(seen, &pred);
+            if found.is_some() {
+                return found;
             }
-            seen = guard.len();
+            seen = total;
             let now = Instant::now();
             if now >= deadline {
                 return None;
             }
-            guard = cv
-                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(100)))
-                .expect("lines lock")
-                .0;
-            if seen == guard.len() && matches!(self.child.try_wait(), Ok(Some(_))) {
-                // Exited: give the reader thread a moment to flush.
-                drop(guard);
+            if !self.more_lines(seen, (deadline - now).min(Duration::from_millis(100)))
+                && matches!(self.child.try_wait(), Ok(Some(_)))
+            {
+                // Exited: give a reader thread a moment to catch up.
                 std::thread::sleep(Duration::from_millis(50));
-                guard = lock.lock().expect("lines lock");
-                if seen == guard.len() {
+                if self.scan(seen, &pred).1 == seen {
                     return None;
                 }
             }
         }
+    }
+
+    /// The first JSON line from line `from` on that matches `pred`, and
+    /// how many lines there are.
+    fn scan(
+        &self,
+        from: usize,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> (Option<serde_json::Value>, usize) {
+        let matches = |line: &str| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .filter(&pred)
+        };
+        match &self.log {
+            Log::Memory(lines) => {
+                let lines = lines.0.lock().expect("lines lock");
+                let found = lines.iter().skip(from).find_map(|l| matches(l));
+                (found, lines.len())
+            }
+            Log::File(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let found = text.lines().skip(from).find_map(matches);
+                (found, text.lines().count())
+            }
+        }
+    }
+
+    /// Waits up to `wait` for more than `seen` lines; whether there are.
+    fn more_lines(&self, seen: usize, wait: Duration) -> bool {
+        match &self.log {
+            Log::Memory(lines) => {
+                let (lock, cv) = &**lines;
+                let guard = lock.lock().expect("lines lock");
+                cv.wait_timeout_while(guard, wait, |l| l.len() == seen)
+                    .expect("lines lock")
+                    .0
+                    .len()
+                    > seen
+            }
+            Log::File(_) => {
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                self.lines().len() > seen
+            }
+        }
+    }
+
+    /// The program's stdout, if `cmd` had it piped (once).
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
     }
 
     /// Waits for exit and returns the code (`None` if killed by a signal).
@@ -109,7 +230,8 @@ impl Process {
             }
             assert!(
                 Instant::now() < deadline,
-                "process still running after {timeout:?}"
+                "{} still running after {timeout:?}",
+                self.name
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -117,6 +239,32 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Asks it to stop (SIGTERM), SIGKILLs it after `grace`, and reaps it.
+    /// Returns how it had exited if it had already exited by itself.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while self.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
     }
 
     /// SIGKILL and reap.
@@ -130,4 +278,12 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn program_name(cmd: &Command) -> String {
+    Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned()
 }

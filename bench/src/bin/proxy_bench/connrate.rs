@@ -6,7 +6,9 @@ use anyhow::{Result, bail};
 use bench::procfs;
 use serde_json::{Value, json};
 
-use crate::platform::{Bench, Proxy};
+use testkit::platform::Proxy;
+
+use crate::platform::Bench;
 use crate::process::Running;
 
 impl Bench {
@@ -36,7 +38,10 @@ impl Bench {
             .args(["--command", &self.args.conn_command, "--kex", kex])
             .args(["--duration", &format!("{}s", limit.as_secs())])
             .args(["--watch", &format!("{name}={pid}")])
-            .args(["--watch", &format!("studio={}", self.studios[0].proc.pid())]);
+            .args([
+                "--watch",
+                &format!("studio={}", self.platform.studios[0].process.pid()),
+            ]);
         let run = Running::spawn(cmd, "connect-loadtest connect")?
             .finish(Instant::now() + limit + Duration::from_secs(60))?;
         let report = self.loadtest_report("connrate", &json, run)?;

@@ -6,7 +6,9 @@ use anyhow::{Result, bail};
 use bench::procfs;
 use serde_json::{Value, json};
 
-use crate::platform::{Bench, Proxy};
+use testkit::platform::Proxy;
+
+use crate::platform::Bench;
 use crate::process::Running;
 
 impl Bench {
@@ -15,13 +17,13 @@ impl Bench {
         let nstudios = count
             .div_ceil(self.args.idle_per_studio.max(1))
             .max(1)
-            .min(self.studios.len());
+            .min(self.platform.studios.len());
         let proxies = self.start_proxies_with(io, nproxies, variant)?;
         let backend = proxies[0].backend.clone();
         let result = self.idle_on(&proxies, count, nstudios);
         let alive: Vec<bool> = proxies
             .iter()
-            .map(|p| procfs::alive(p.proc.pid()))
+            .map(|p| procfs::alive(p.process.pid()))
             .collect();
         self.stop_proxies(proxies, "idle");
         let mut v = result?;
@@ -45,10 +47,10 @@ impl Bench {
         let settle = Duration::from_secs(3);
         let limit = Duration::from_secs(self.args.step_timeout);
         let request = self.args.idle_request.clone();
-        let pids: Vec<u32> = proxies.iter().map(|p| p.proc.pid()).collect();
-        let studio_pids: Vec<u32> = self.studios[..studios]
+        let pids: Vec<u32> = proxies.iter().map(|p| p.process.pid()).collect();
+        let studio_pids: Vec<u32> = self.platform.studios[..studios]
             .iter()
-            .map(|s| s.proc.pid())
+            .map(|s| s.process.pid())
             .collect();
 
         // Warm-up: a few sessions per proxy opened and closed, so one-off
@@ -82,7 +84,7 @@ impl Bench {
                 .args(["--hold", &format!("{}s", self.args.idle_hold)])
                 .args(["--request", &request])
                 .args(["--duration", &format!("{}s", limit.as_secs())])
-                .args(["--watch", &format!("proxy={}", p.proc.pid())]);
+                .args(["--watch", &format!("proxy={}", p.process.pid())]);
             runs.push((Running::spawn(cmd, "connect-loadtest idle")?, json));
         }
         let deadline = started + limit + Duration::from_secs(60);

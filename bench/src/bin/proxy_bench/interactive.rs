@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::platform::{Bench, Proxy};
+use testkit::platform::Proxy;
+
+use crate::platform::Bench;
 use crate::process::{Running, tree_cpu};
 
 impl Bench {

@@ -7,7 +7,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::platform::{Bench, Proxy, USER};
+use testkit::platform::Proxy;
+
+use crate::platform::{Bench, USER};
 use crate::process::tail;
 
 impl Bench {
@@ -15,7 +17,7 @@ impl Bench {
     /// the returned path, a new file in the work directory.
     pub fn loadtest(&mut self, scenario: &str) -> (Command, PathBuf) {
         self.loadtest_runs += 1;
-        let json = self.dir.join(format!(
+        let json = self.platform.dir().join(format!(
             "loadtest-{:03}-{scenario}.json",
             self.loadtest_runs
         ));
@@ -38,20 +40,20 @@ impl Bench {
         match proxy {
             Some(p) => {
                 cmd.args(["--target", &format!("127.0.0.1:{}", p.port)]);
-                for s in &self.studios[..studios.clamp(1, self.studios.len())] {
+                for s in &self.platform.studios[..studios.clamp(1, self.platform.studios.len())] {
                     cmd.args(["--login", &format!("{USER}@{}", s.session)]);
                 }
-                cmd.arg("--key").arg(&self.user_key);
-                Ok(p.proc.pid())
+                cmd.arg("--key").arg(&self.user_key.private);
+                Ok(p.process.pid())
             }
             None => {
                 let (sshd, port) = self.sshd.as_ref().context("sshd")?;
                 cmd.args(["--jump", &format!("{}@127.0.0.1:{port}", self.login)])
                     .arg("--jump-key")
-                    .arg(&self.user_key)
-                    .args(["--target", &self.studios[0].addr, "--login", USER])
+                    .arg(&self.user_key.private)
+                    .args(["--target", &self.platform.studios[0].addr, "--login", USER])
                     .arg("--key")
-                    .arg(&self.proxy_key);
+                    .arg(&self.platform.proxy_key.private);
                 Ok(sshd.pid())
             }
         }

@@ -37,6 +37,7 @@ mod throughput;
 use std::fs::File;
 use std::io::Write as _;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bench::procfs;
@@ -45,6 +46,7 @@ use serde_json::{Value, json};
 
 use crate::args::Args;
 use crate::platform::Bench;
+use crate::process::complaints;
 use crate::report::{meta, pointer_f64, summarize};
 
 #[global_allocator]
@@ -95,9 +97,10 @@ fn main() -> Result<()> {
     results["meta"]["openssh_peer"] = json!(openssh);
     results["meta"]["studios"] = json!(
         bench
+            .platform
             .studios
             .iter()
-            .map(|s| json!({"session": s.session, "addr": s.addr, "pid": s.proc.pid()}))
+            .map(|s| json!({"session": s.session, "addr": s.addr, "pid": s.process.pid()}))
             .collect::<Vec<_>>()
     );
     let wants = |s: &str| args.only.iter().any(|o| o == s);
@@ -216,7 +219,7 @@ fn main() -> Result<()> {
                     }
                 }
                 if let Some(p) = proxies {
-                    let alive = procfs::alive(p[0].proc.pid());
+                    let alive = procfs::alive(p[0].process.pid());
                     if !alive {
                         bench.incident("proxy", format!("{name} died during the round"));
                     }
@@ -265,17 +268,17 @@ fn main() -> Result<()> {
 
     // Whatever the Studios and control plane complained about.
     let mut studio_complaints = Vec::new();
-    for s in &bench.studios {
-        if !procfs::alive(s.proc.pid()) {
-            studio_complaints.push(format!("{} died", s.proc.name));
+    for s in &bench.platform.studios {
+        if !procfs::alive(s.process.pid()) {
+            studio_complaints.push(format!("{} died", s.process.name()));
         }
-        studio_complaints.extend(s.proc.complaints().into_iter().take(5));
+        studio_complaints.extend(complaints(&s.process).into_iter().take(5));
     }
     for c in studio_complaints {
         bench.incident("studio", c);
     }
-    if let Some((sshd, _)) = bench.sshd.take() {
-        let _ = sshd.stop();
+    if let Some((mut sshd, _)) = bench.sshd.take() {
+        sshd.stop(Duration::from_secs(10));
     }
     results["meta"]["loadavg_at_end"] = json!(
         std::fs::read_to_string("/proc/loadavg")

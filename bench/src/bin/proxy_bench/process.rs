@@ -1,113 +1,25 @@
-//! Child processes the driver starts: long-running ones with a log file
-//! ([`Proc`]) and helper runs with their output collected ([`Running`]),
-//! and the CPU time of a process tree.
+//! Helper runs with their output collected ([`Running`]), what a started
+//! program complained about, and the CPU time of a process tree. The
+//! platform's own programs are testkit's.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bench::procfs;
-use serde_json::Value;
+use testkit::Process;
 
-/// How long a started process may take to log that it is ready.
-pub const START: Duration = Duration::from_secs(30);
-
-/// A child process we started, killed (by its own pid) when dropped.
-pub struct Proc {
-    pub name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let file = File::create(&log)?;
-        cmd.stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log,
+/// Log lines at warn or error, and panics, for the report.
+pub fn complaints(process: &Process) -> Vec<String> {
+    process
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l.contains("\"level\":\"warn\"")
+                || l.contains("\"level\":\"error\"")
+                || l.contains("panicked")
         })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the JSON log line with this `msg`.
-    pub fn wait_msg(&mut self, msg: &str) -> Result<Value> {
-        let deadline = Instant::now() + START;
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            for line in text.lines() {
-                if let Ok(v) = serde_json::from_str::<Value>(line)
-                    && v["msg"] == msg
-                {
-                    return Ok(v);
-                }
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "{} exited ({status}) before {msg:?}; log:\n{}",
-                    self.name,
-                    tail(&text, 20)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("{}: no {msg:?} in {START:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Log lines at warn or error, and panics, for the report.
-    pub fn complaints(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter(|l| {
-                l.contains("\"level\":\"warn\"")
-                    || l.contains("\"level\":\"error\"")
-                    || l.contains("panicked")
-            })
-            .map(str::to_owned)
-            .collect()
-    }
-
-    pub fn stop(mut self) -> Result<Option<i32>> {
-        let exited = self.child.try_wait()?;
-        if exited.is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.pid().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while self.child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = self.child.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.wait();
-        Ok(exited.and_then(|s| s.code()))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+        .collect()
 }
 
 pub fn tail(text: &str, n: usize) -> String {

@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use bench::procfs;
 use serde_json::{Value, json};
 
-use crate::platform::{Bench, Proxy, USER};
+use testkit::platform::Proxy;
+
+use crate::platform::{Bench, USER};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -18,16 +20,14 @@ impl Bench {
         let mut cmd = Command::new("ssh");
         cmd.args(["-F", "/dev/null", "-T"])
             .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args([
-                "-o",
-                "HostKeyAlias=connect-proxy",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            // Every proxy's port is pinned there by the platform.
+            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.platform.known_hosts.display()
+            ))
             .args(["-o", "LogLevel=ERROR", "-i"])
-            .arg(&self.user_key);
+            .arg(&self.user_key.private);
         cmd
     }
 
@@ -52,7 +52,10 @@ impl Bench {
             Some(p) => {
                 let mut c = self.ssh_base();
                 c.args(["-c", cipher, "-p", &p.port.to_string()])
-                    .arg(format!("{USER}@{}@127.0.0.1", self.studios[0].session))
+                    .arg(format!(
+                        "{USER}@{}@127.0.0.1",
+                        self.platform.studios[0].session
+                    ))
                     .arg(&remote);
                 c
             }
@@ -82,18 +85,16 @@ impl Bench {
         }
         cmd.stderr(Stdio::piped());
         let (pid, children_measured) = match proxy {
-            Some(p) => (p.proc.pid(), false),
+            Some(p) => (p.process.pid(), false),
             None => (self.sshd.as_ref().context("sshd")?.0.pid(), true),
         };
-        let studio_pid = self.studios[0].proc.pid();
-        let mgmt = proxy.map(|p| p.management);
+        let studio_pid = self.platform.studios[0].process.pid();
         let relayed_label = if direction == "down" {
             "direction=\"down\""
         } else {
             "direction=\"up\""
         };
-        let relayed0 =
-            mgmt.map(|m| self.metrics_sum(m, "connect_proxy_channel_bytes_total", relayed_label));
+        let relayed0 = proxy.map(|p| relayed(p, relayed_label));
         let cpu0 = procfs::cpu(pid)?;
         let studio0 = procfs::cpu(studio_pid)?;
         let client0 = procfs::self_children_cpu();
@@ -142,10 +143,8 @@ impl Bench {
         let cpu = procfs::cpu(pid)?.minus(&cpu0);
         let studio = procfs::cpu(studio_pid)?.minus(&studio0);
         let client = procfs::self_children_cpu() - client0;
-        let relayed = match (mgmt, relayed0) {
-            (Some(m), Some(r0)) => {
-                Some(self.metrics_sum(m, "connect_proxy_channel_bytes_total", relayed_label) - r0)
-            }
+        let relayed = match (proxy, relayed0) {
+            (Some(p), Some(r0)) => Some(relayed(p, relayed_label) - r0),
             _ => None,
         };
         if !status.success() {
@@ -182,4 +181,15 @@ impl Bench {
             "relayed_bytes": relayed,
         }))
     }
+}
+
+/// Bytes `proxy` has relayed in the direction `label` names, over all its
+/// channels.
+fn relayed(proxy: &Proxy, label: &str) -> f64 {
+    proxy
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("connect_proxy_channel_bytes_total") && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
