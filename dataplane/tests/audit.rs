@@ -7,8 +7,11 @@
 //!
 //! ssh-audit comes from the venv `.ci/run` makes at `target/interop-venv`,
 //! at the version it pins; without it this test fails, saying how to make
-//! it. Its connection-rate (DHEat) test is skipped: that is about
-//! pre-authentication limits, not the algorithms.
+//! it. Its connection-rate (DHEat) test is skipped: ssh-audit runs it only
+//! against finite-field Diffie-Hellman, which the proxy does not offer, so
+//! it would pass without measuring anything; `preauth.rs` checks the rate of
+//! key exchanges one address can get (about one a second past the
+//! penalty threshold).
 
 use std::path::Path;
 use std::process::Command;

@@ -1,8 +1,9 @@
 //! Connections that have not authenticated: a flood of idle ones from other
 //! addresses does not keep a real user out, one address cannot hold more
-//! than its share, and an address that keeps failing is turned away for a
-//! while. Real sockets from 127.0.0.x source addresses against the real
-//! proxy.
+//! than its share, an address that keeps failing is turned away for a
+//! while, and one that repeats key exchanges without logging in (DHEat) is
+//! slowed to about one a second. Real sockets from 127.0.0.x source
+//! addresses against the real proxy.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -122,5 +123,67 @@ fn an_address_that_keeps_failing_is_turned_away_for_a_while() {
         again.status.success(),
         "{}",
         String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// DHEat (CVE-2002-20001): key exchanges cost the server CPU, so a source
+/// that completes them and leaves without authenticating is slowed down.
+/// Each costs 1 s of penalty, so past the threshold (2 s here) the source
+/// gets about one key exchange a second, however fast it asks; the other
+/// attempts are dropped at accept, before any key exchange. Nothing in the
+/// assertion depends on this machine's speed: the allowance is computed
+/// from the time the attempts took.
+#[test]
+fn repeated_key_exchanges_without_login_are_slowed_to_about_one_a_second() {
+    let mut p = Platform::builder()
+        .proxy(ProxyOptions::default().env("CONNECT_SSH_PENALTY", "2s"))
+        .start();
+    let key = p.user("alice");
+    p.studio(SESSION, 1, "alice", &[], true);
+    // `none` only: the key exchange completes, then the login fails without
+    // a refused key (a refused key would cost 5 s, another rule).
+    let attempt = |source: &str| {
+        let mut cmd = p.ssh(&key, "alice", SESSION).ssh_with(&[
+            "-b",
+            source,
+            "-o",
+            "ConnectionAttempts=1",
+            "-o",
+            "PreferredAuthentications=none",
+        ]);
+        cmd.arg("true");
+        let out = run(cmd);
+        assert!(
+            !out.status.success(),
+            "no method was offered, yet it got in"
+        );
+        // "Permission denied" comes after a completed key exchange; a source
+        // dropped at accept never gets that far.
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+    };
+    let started = Instant::now();
+    let attempts = 40;
+    let exchanged = (0..attempts).filter(|_| attempt("127.0.0.6")).count();
+    let elapsed = started.elapsed().as_secs_f64();
+    // The threshold lets up to 3 exchanges through at once; after that one
+    // per second of penalty drained, plus one for rounding.
+    let allowed = 3 + elapsed.ceil() as usize + 1;
+    assert!(
+        exchanged <= allowed,
+        "{exchanged} of {attempts} key exchanges completed in {elapsed:.1} s; at most {allowed} expected"
+    );
+    assert!(
+        exchanged >= 2,
+        "the first exchanges are not refused: {exchanged}"
+    );
+    assert!(p.metric("connect_proxy_connections_refused_total{reason=\"penalty\"}") >= 1.0);
+    // Another address is not affected.
+    let mut cmd = p.ssh(&key, "alice", SESSION).ssh_with(&["-b", "127.0.0.7"]);
+    cmd.arg("true");
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
