@@ -24,7 +24,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ssh::io::{Split, WriteOut};
 use model::{Fingerprint, Login};
 use tracing::info;
 
@@ -33,6 +32,7 @@ use crate::authorize::{Denied, authorize};
 use crate::channels::{Channels, Opener};
 use crate::error::ConnError;
 use crate::metrics::CoreMetrics;
+use crate::ssh::io::{Split, WriteOut};
 use crate::ssh::msg::{self, open_failure};
 use crate::ssh::transport::{Event, Leg, TransportError, Tx};
 use crate::ssh::wire::{Put, Reader};

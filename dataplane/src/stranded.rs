@@ -3,9 +3,8 @@
 //! one line on stderr with exit status 255 (as a session channel's command
 //! would), instead of a bare disconnect or a hang.
 
-use crate::ssh::io::Split;
-
 use crate::error::ConnError;
+use crate::ssh::io::Split;
 use crate::ssh::msg::{self, open_failure};
 use crate::ssh::transport::{Event, Leg};
 use crate::ssh::wire::{Put, Reader};

@@ -9,13 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::ssh::io::Split;
 use model::{Fingerprint, Login};
 use tracing::info;
 
 use crate::authorize::{Denied, authorize};
 use crate::error::ConnError;
 use crate::metrics::CoreMetrics;
+use crate::ssh::io::Split;
 use crate::ssh::msg;
 use crate::ssh::sig;
 use crate::ssh::transport::{Event, Leg};
