@@ -191,7 +191,8 @@ pub mod native {
     }
 
     /// Written buffers at least this large are kept for the next batch; a
-    /// small write (a keystroke, a keepalive) frees its buffer, so idle
+    /// small write (a keystroke, a keepalive) frees its buffer and, if
+    /// nothing was sealed meanwhile, the empty one waiting, so idle
     /// connections hold none.
     const KEEP: usize = 4096;
 
@@ -211,13 +212,14 @@ pub mod native {
             let op = self.op.as_mut().expect("submitted just above");
             let (result, lent) = op.await;
             self.op = None;
+            // `spare` went out as `out` when this write was submitted.
             let mut buf = lent.into_inner();
-            if buf.len() < KEEP {
-                // The transfer has gone quiet: hold no buffer.
-                self.spare = Vec::new();
-            } else if self.spare.capacity() == 0 {
+            if buf.len() >= KEEP {
                 buf.clear();
                 self.spare = buf;
+            } else if out.is_empty() {
+                // The transfer has gone quiet: hold no buffer while idle.
+                *out = Vec::new();
             }
             self.in_flight = 0;
             result
