@@ -1918,6 +1918,25 @@ async fn garbage_after_the_version_line_is_refused() {
                 out.result
             );
         }
+        // ML-KEM: a value of the wrong size, and an encapsulation key of the
+        // right size whose coefficients are not reduced mod q (FIPS 203's
+        // check; 0xff bytes decode to 4095 > 3329) beside a valid X25519 key.
+        let mut unreduced = vec![0xff; 1184];
+        unreduced.extend_from_slice(&curve_init()[5..]);
+        for value in [vec![9; 1184], unreduced] {
+            let mut plan = Plan::new(kex::MLKEM768X25519, Cipher::Aes256Gcm, Cipher::Aes256Gcm);
+            plan.strict = false;
+            let mut init = vec![msg::KEX_ECDH_INIT];
+            init.put_string(&value);
+            let s = script(RAW_VERSION, &[plan.kexinit(false, true), init]);
+            let out = ends(server_role(), &s, false).await;
+            assert!(
+                matches!(out.refused(), TransportError::Kex(KexError::BadPublic)),
+                "{} bytes: {:?}",
+                value.len(),
+                out.result
+            );
+        }
     })
     .await;
 }

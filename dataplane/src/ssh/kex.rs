@@ -8,8 +8,7 @@
 //! `kex-strict-{c,s}-v00@openssh.com` pseudo-algorithms in the first
 //! KEXINIT only.
 
-use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport, TryKeyInit};
-use ml_kem::{EncapsulationKey, MlKem768};
+use libcrux_ml_kem::mlkem768::{self, MlKem768Ciphertext, MlKem768PrivateKey, MlKem768PublicKey};
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::digest::{self, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -38,6 +37,8 @@ pub enum KexError {
     NoCommon(&'static str),
     #[error("the peer's key-exchange value is invalid")]
     BadPublic,
+    #[error("the system's random number generator failed")]
+    Random,
     #[error("the server's host key signature does not verify")]
     BadSignature,
     #[error("the server's host key is not the registered one")]
@@ -232,6 +233,13 @@ fn x25519_pair(rng: &SystemRandom) -> Result<(EphemeralPrivateKey, [u8; 32]), Ke
     Ok((private, out))
 }
 
+/// Fresh randomness for ML-KEM (libcrux takes its seeds as arguments).
+fn random<const N: usize>(rng: &SystemRandom) -> Result<[u8; N], KexError> {
+    let mut out = [0u8; N];
+    rng.fill(&mut out).map_err(|_| KexError::Random)?;
+    Ok(out)
+}
+
 fn x25519_agree(private: EphemeralPrivateKey, peer: &[u8]) -> Result<Vec<u8>, KexError> {
     // ring refuses an all-zero result (low-order points), as RFC 8731 asks.
     agreement::agree_ephemeral(private, &UnparsedPublicKey::new(&X25519, peer), |k| {
@@ -272,9 +280,12 @@ pub fn server_exchange(
         if q_c.len() != MLKEM_PK + 32 {
             return Err(KexError::BadPublic);
         }
-        let ek = EncapsulationKey::<MlKem768>::new_from_slice(&q_c[..MLKEM_PK])
-            .map_err(|_| KexError::BadPublic)?;
-        let (ct, k_pq) = ek.encapsulate();
+        let ek = MlKem768PublicKey::try_from(&q_c[..MLKEM_PK]).map_err(|_| KexError::BadPublic)?;
+        // FIPS 203's encapsulation key check (every coefficient reduced).
+        if !mlkem768::validate_public_key(&ek) {
+            return Err(KexError::BadPublic);
+        }
+        let (ct, k_pq) = mlkem768::encapsulate(&ek, random(&rng)?);
         let (private, public) = x25519_pair(&rng)?;
         let k_cl = x25519_agree(private, &q_c[MLKEM_PK..])?;
         let mut q_s = Vec::with_capacity(MLKEM_CT + 32);
@@ -296,7 +307,7 @@ pub fn server_exchange(
 /// Client side: our ephemeral secret until the server's reply arrives.
 pub enum ClientKex {
     Hybrid {
-        dk: Box<ml_kem::DecapsulationKey<MlKem768>>,
+        dk: Box<MlKem768PrivateKey>,
         x: EphemeralPrivateKey,
         q_c: Vec<u8>,
     },
@@ -318,9 +329,9 @@ impl ClientKex {
         let rng = SystemRandom::new();
         let (x, public) = x25519_pair(&rng)?;
         let state = if kex == MLKEM768X25519 {
-            let (dk, ek) = MlKem768::generate_keypair();
+            let (dk, ek) = mlkem768::generate_key_pair(random(&rng)?).into_parts();
             let mut q_c = Vec::with_capacity(MLKEM_PK + 32);
-            q_c.extend_from_slice(ek.to_bytes().as_slice());
+            q_c.extend_from_slice(ek.as_slice());
             q_c.extend_from_slice(&public);
             Self::Hybrid {
                 dk: Box::new(dk),
@@ -360,11 +371,11 @@ impl ClientKex {
                 if q_s.len() != MLKEM_CT + 32 {
                     return Err(KexError::BadPublic);
                 }
-                let k_pq = dk
-                    .decapsulate_slice(&q_s[..MLKEM_CT])
+                let ct = MlKem768Ciphertext::try_from(&q_s[..MLKEM_CT])
                     .map_err(|_| KexError::BadPublic)?;
+                let k_pq = mlkem768::decapsulate(&dk, &ct);
                 let k_cl = x25519_agree(x, &q_s[MLKEM_CT..])?;
-                (hybrid_secret(k_pq.as_slice(), &k_cl), q_c)
+                (hybrid_secret(&k_pq, &k_cl), q_c)
             }
             Self::Curve { x, q_c } => (mpint_secret(&x25519_agree(x, q_s)?), q_c),
         };
