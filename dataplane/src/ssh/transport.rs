@@ -43,9 +43,14 @@ pub const REKEY_BYTES: u64 = 1 << 30;
 const REKEY_PACKETS: u32 = 1 << 31;
 /// Age of a leg's keys after which we rekey (OpenSSH's and russh's default).
 const REKEY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-/// The receive buffer starts this large and grows to the packet in hand.
-const READ_CHUNK: usize = 32 * 1024;
-/// The first read after an idle period goes to a small stack buffer.
+/// Room offered to each read while data flows (the buffer also grows to
+/// the packet in hand). Large, because each read's packets are sealed into
+/// one write for the other leg: with 32 KiB a bulk download on io_uring made
+/// one write per 32 KiB packet (32,000 writes per GiB); with 256 KiB,
+/// 8,000 writes of ~130 KiB, and a third less CPU per GiB, the same as
+/// epoll (docs/benchmarks.md). It costs memory only while a leg is busy.
+const READ_CHUNK: usize = 256 * 1024;
+/// The first read after an idle period goes to a buffer this small.
 const IDLE_READ: usize = 512;
 
 /// Why a leg's transport ended.
