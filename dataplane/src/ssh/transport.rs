@@ -43,13 +43,17 @@ pub const REKEY_BYTES: u64 = 1 << 30;
 const REKEY_PACKETS: u32 = 1 << 31;
 /// Age of a leg's keys after which we rekey (OpenSSH's and russh's default).
 const REKEY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-/// Room offered to each read while data flows (the buffer also grows to
-/// the packet in hand). Large, because each read's packets are sealed into
-/// one write for the other leg: with 32 KiB a bulk download on io_uring made
-/// one write per 32 KiB packet (32,000 writes per GiB); with 256 KiB,
-/// 8,000 writes of ~130 KiB, and a third less CPU per GiB, the same as
-/// epoll (docs/benchmarks.md). It costs memory only while a leg is busy.
+/// Room offered to each read while data flows: it starts at [`MIN_CHUNK`]
+/// and doubles each time a read fills half of it, up to this. Large,
+/// because each read's packets are sealed into one write for the other
+/// leg: with 32 KiB a bulk download on io_uring made one write per 32 KiB
+/// packet (32,000 writes per GiB); growing to 256 KiB, ~10,000 writes of
+/// ~107 KiB and about a quarter less CPU per GiB (docs/benchmarks.md).
+/// Growing only while reads fill the buffer keeps a login's handshake,
+/// and so many sessions opened at once, at 32 KiB per leg.
 const READ_CHUNK: usize = 256 * 1024;
+/// The room a leg starts with, and returns to when it goes quiet.
+const MIN_CHUNK: usize = 32 * 1024;
 /// The first read after an idle period goes to a buffer this small.
 const IDLE_READ: usize = 512;
 
@@ -99,6 +103,8 @@ pub struct Rx<R> {
     rekey_bytes: u64,
     /// Bytes the last read brought (to tell bulk from idle).
     last_read: usize,
+    /// The room offered to reads while data flows (see [`READ_CHUNK`]).
+    chunk: usize,
 }
 
 impl<R: ReadAt> Rx<R> {
@@ -114,6 +120,7 @@ impl<R: ReadAt> Rx<R> {
             packets: 0,
             rekey_bytes,
             last_read: 0,
+            chunk: MIN_CHUNK,
         }
     }
 
@@ -125,7 +132,7 @@ impl<R: ReadAt> Rx<R> {
         if !self.io.posted() {
             if self.buf.is_empty() {
                 // Released while idle: wait for the first bytes with a small
-                // buffer (an idle session would otherwise keep READ_CHUNK
+                // buffer (an idle session would otherwise keep its read room
                 // per leg for as long as it idles).
                 self.buf.resize(IDLE_READ, 0);
                 self.start = 0;
@@ -133,18 +140,30 @@ impl<R: ReadAt> Rx<R> {
             } else if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
-            } else if self.start > 0 && self.buf.len() - self.end < READ_CHUNK / 2 {
+            } else if self.start > 0 && self.buf.len() - self.end < self.chunk / 2 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
-            if self.buf.len() - self.end < READ_CHUNK / 2 && self.end > 0 {
-                self.buf.resize(self.end + READ_CHUNK, 0);
+            // Past the idle buffer's first read: keep at least half the
+            // room free, and grow at once when the room has just doubled.
+            let flowing = self.end > 0 || self.buf.len() > IDLE_READ;
+            if flowing
+                && (self.buf.len() - self.end < self.chunk / 2 || self.buf.len() < self.chunk)
+            {
+                self.buf.resize(self.end + self.chunk, 0);
             }
         }
+        // (While a read is posted the buffer may be with the kernel: the
+        // resumed read is not measured.)
+        let room = (!self.io.posted()).then(|| self.buf.len() - self.end);
         let n = self.io.read_at(&mut self.buf, self.end).await?;
         if n == 0 {
             return Err(TransportError::Closed);
+        }
+        if room.is_some_and(|room| n >= room / 2 && room >= self.chunk / 2) {
+            // Data is flowing faster than small reads take it: offer more.
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
         }
         self.end += n;
         self.last_read = n;
@@ -218,6 +237,7 @@ impl<R: ReadAt> Rx<R> {
             self.buf = Vec::new();
             self.start = 0;
             self.end = 0;
+            self.chunk = MIN_CHUNK;
         }
     }
 
