@@ -19,8 +19,10 @@
 //! Shared by every core; touched once at accept and once when a connection
 //! authenticates or ends, never on the data path.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,18 +107,20 @@ impl Refused {
 }
 
 /// One core's unauthenticated connections, oldest first, each with the
-/// signal that ends it.
+/// signal that ends it and its admission slot. Entries are registered at
+/// accept, before the connection's task first runs, so a burst of accepts
+/// evicts connections whose tasks have not started yet too.
 #[derive(Debug, Default)]
 pub struct Preauth {
     next: u64,
-    waiting: std::collections::BTreeMap<u64, std::rc::Weak<tokio::sync::Notify>>,
+    waiting: std::collections::BTreeMap<u64, (Weak<tokio::sync::Notify>, Rc<Slot>)>,
 }
 
 /// Removes a connection from its core's [`Preauth`] when dropped.
 #[derive(Debug)]
 pub struct PreauthEntry {
     id: u64,
-    pub evicted: std::rc::Rc<tokio::sync::Notify>,
+    pub evicted: Rc<tokio::sync::Notify>,
 }
 
 thread_local! {
@@ -125,13 +129,14 @@ thread_local! {
 
 impl PreauthEntry {
     /// Registers a new unauthenticated connection on this core.
-    pub fn register() -> Self {
-        let evicted = std::rc::Rc::new(tokio::sync::Notify::new());
+    pub fn register(startup: &Startup) -> Self {
+        let evicted = Rc::new(tokio::sync::Notify::new());
         let id = PREAUTH.with(|p| {
             let mut p = p.borrow_mut();
             p.next += 1;
             let id = p.next;
-            p.waiting.insert(id, std::rc::Rc::downgrade(&evicted));
+            p.waiting
+                .insert(id, (Rc::downgrade(&evicted), startup.slot.clone()));
             id
         });
         Self { id, evicted }
@@ -144,12 +149,16 @@ impl Drop for PreauthEntry {
     }
 }
 
-/// Ends this core's oldest unauthenticated connection; false if none.
+/// Ends this core's oldest unauthenticated connection; false if none. Its
+/// slots are released now, not when its task gets to run: otherwise a
+/// burst of accepts would count the connections it evicts against the caps.
 pub fn evict_oldest() -> bool {
     PREAUTH.with(|p| {
         let mut p = p.borrow_mut();
-        while let Some((_, weak)) = p.waiting.pop_first() {
+        while let Some((_, (weak, slot))) = p.waiting.pop_first() {
             if let Some(n) = weak.upgrade() {
+                slot.release();
+                // Stored as a permit if the task is not waiting yet.
                 n.notify_one();
                 return true;
             }
@@ -174,15 +183,30 @@ struct Source {
 }
 
 /// One admitted, not yet authenticated connection; releases its slots when
-/// dropped or when [`Startup::authenticated`] is called.
+/// dropped, when [`Startup::authenticated`] is called, or when it is
+/// evicted ([`evict_oldest`]), whichever comes first.
 #[derive(Debug)]
 pub struct Startup {
-    admission: Arc<Admission>,
-    source: IpAddr,
-    live: bool,
+    slot: Rc<Slot>,
     /// Admitting this one drops the oldest unauthenticated connection on
     /// its core (random early drop).
     pub evict: bool,
+}
+
+/// The counts one startup holds, released once.
+#[derive(Debug)]
+struct Slot {
+    admission: Arc<Admission>,
+    source: IpAddr,
+    live: Cell<bool>,
+}
+
+impl Slot {
+    fn release(&self) {
+        if self.live.replace(false) {
+            self.admission.release(self.source);
+        }
+    }
 }
 
 impl Admission {
@@ -222,9 +246,11 @@ impl Admission {
             sources.retain(|_, s| s.unauthenticated > 0);
         }
         Ok(Startup {
-            admission: self.clone(),
-            source,
-            live: true,
+            slot: Rc::new(Slot {
+                admission: self.clone(),
+                source,
+                live: Cell::new(true),
+            }),
             evict,
         })
     }
@@ -262,23 +288,20 @@ impl Admission {
 
 impl Startup {
     /// The connection authenticated: it no longer counts as a startup.
-    pub fn authenticated(mut self) {
-        self.live = false;
-        self.admission.release(self.source);
+    pub fn authenticated(self) {
+        self.slot.release();
     }
 
     /// The connection failed authentication or timed out: penalise its
     /// source (the slot is released when this is dropped).
     pub fn penalise(&self, by: Duration) {
-        self.admission.penalise(self.source, by);
+        self.slot.admission.penalise(self.slot.source, by);
     }
 }
 
 impl Drop for Startup {
     fn drop(&mut self) {
-        if self.live {
-            self.admission.release(self.source);
-        }
+        self.slot.release();
     }
 }
 
@@ -366,9 +389,22 @@ mod tests {
 
     #[test]
     fn the_oldest_unauthenticated_connection_is_evicted_first() {
-        let first = PreauthEntry::register();
-        let second = PreauthEntry::register();
+        let a = Admission::new(Caps {
+            per_source: 2,
+            ..Caps::default()
+        });
+        let (one, two) = (a.admit(ip(2)).expect("one"), a.admit(ip(2)).expect("two"));
+        let first = PreauthEntry::register(&one);
+        let second = PreauthEntry::register(&two);
+        assert_eq!(a.admit(ip(2)).unwrap_err(), Refused::PerSource);
         assert!(evict_oldest());
+        // The evicted one's slots are free before its task runs...
+        assert_eq!(a.unauthenticated(), 1);
+        let three = a.admit(ip(2)).expect("a slot was freed");
+        drop(three);
+        // ...and freed only once.
+        drop(one);
+        assert_eq!(a.unauthenticated(), 1);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -66,7 +66,7 @@ impl Drop for SessionGauge {
 
 /// Runs one accepted connection to its end; the peer's address is in the
 /// caller's span.
-pub async fn run(core: Arc<CoreShared>, stream: Stream, startup: Startup) {
+pub async fn run(core: Arc<CoreShared>, stream: Stream, startup: Startup, preauth: PreauthEntry) {
     let started = Instant::now();
     let mut user = Leg::new(
         stream,
@@ -77,7 +77,6 @@ pub async fn run(core: Arc<CoreShared>, stream: Stream, startup: Startup) {
     );
     let limit = core.config.handshake_timeout;
     let mut refusals = 0u32;
-    let preauth = PreauthEntry::register();
     let auth = tokio::time::timeout(limit, async {
         let evicted = preauth.evicted.notified();
         tokio::pin!(evicted);

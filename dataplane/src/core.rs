@@ -142,9 +142,13 @@ async fn accept_loop(core: Arc<CoreShared>, acceptor: Acceptor) {
                 .with_label_values(&["max_startups"])
                 .inc();
         }
+        // Registered here, not in the task: the next accept may evict it.
+        let preauth = crate::admission::PreauthEntry::register(&startup);
         let span = tracing::info_span!("conn", core = core.id, peer = %peer);
         let core = core.clone();
-        tokio::task::spawn_local(crate::connection::run(core, stream, startup).instrument(span));
+        tokio::task::spawn_local(
+            crate::connection::run(core, stream, startup, preauth).instrument(span),
+        );
     }
 }
 
