@@ -1,8 +1,13 @@
-//! Property: for any sequence of API writes, the empty state (revision 0)
-//! plus every delta the watch stream sends equals the snapshot it sends at
-//! the final revision. Runs the control plane in-process (the library
-//! connect-proxy embeds) on a real SQLite file and real HTTP.
+//! Property: for any sequence of API writes, every write answers the status
+//! an independent model (a plain map in this file, updated only by the
+//! writes the API acknowledged) predicts; the snapshot the watch stream
+//! sends at the end equals that model; and the empty state (revision 0)
+//! plus every delta it sends equals the snapshot. A write that is
+//! acknowledged but dropped, applied but refused, or applied wrongly fails.
+//! Runs the control plane in-process (the library connect-proxy embeds) on
+//! a real SQLite file and real HTTP.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +71,154 @@ fn write() -> impl Strategy<Value = Write> {
     ]
 }
 
+/// What the state should be, from the acknowledged writes alone: users'
+/// key fingerprints, and each session as the watch stream serialises it.
+#[derive(Debug, Default)]
+struct Model {
+    keys: BTreeMap<String, BTreeSet<String>>,
+    sessions: BTreeMap<String, serde_json::Value>,
+}
+
+impl Model {
+    /// The status the API must answer `w` with, given the state so far
+    /// (`registered`: whether the fixture holds the session's token).
+    fn expect(&self, w: &Write, fps: &[String], registered: bool) -> Option<u16> {
+        Some(match w {
+            Write::AddKey { user, key } => {
+                if self.has_key(USERS[*user], &fps[*key]) {
+                    409
+                } else {
+                    201
+                }
+            }
+            Write::RemoveKey { user, key } => {
+                if self.has_key(USERS[*user], &fps[*key]) {
+                    204
+                } else {
+                    404
+                }
+            }
+            Write::PutSession {
+                id, workspace, ssh, ..
+            } => {
+                if *ssh && *workspace == 3 {
+                    403 // TOWER_DATA_STUDIO_SSH_ALLOWED_WORKSPACES is 1,2
+                } else if self.sessions.contains_key(&sid(*id)) {
+                    200
+                } else {
+                    201
+                }
+            }
+            Write::DeleteSession { id } => {
+                if self.sessions.contains_key(&sid(*id)) {
+                    204
+                } else {
+                    404
+                }
+            }
+            // No token, no request.
+            Write::Register { .. } if !registered => return None,
+            Write::Register { .. } => 200,
+        })
+    }
+
+    fn has_key(&self, user: &str, fp: &str) -> bool {
+        self.keys.get(user).is_some_and(|k| k.contains(fp))
+    }
+
+    /// Applies a write the API acknowledged.
+    fn apply(&mut self, w: &Write, fps: &[String]) {
+        match w {
+            Write::AddKey { user, key } => {
+                self.keys
+                    .entry(USERS[*user].to_owned())
+                    .or_default()
+                    .insert(fps[*key].clone());
+            }
+            Write::RemoveKey { user, key } => {
+                if let Some(k) = self.keys.get_mut(USERS[*user]) {
+                    k.remove(&fps[*key]);
+                }
+            }
+            Write::PutSession {
+                id,
+                workspace,
+                owner,
+                member,
+                ssh,
+            } => {
+                let mut session = self
+                    .sessions
+                    .get(&sid(*id))
+                    .cloned()
+                    .unwrap_or_else(|| json!({ "id": sid(*id), "state": "starting" }));
+                session["workspaceId"] = json!(workspace);
+                session["owner"] = json!(USERS[*owner]);
+                session["members"] = json!(member.map(|m| vec![USERS[m]]).unwrap_or_default());
+                session["sshEnabled"] = json!(ssh);
+                self.sessions.insert(sid(*id), session);
+            }
+            Write::DeleteSession { id } => {
+                self.sessions.remove(&sid(*id));
+            }
+            Write::Register { id } => {
+                let session = self
+                    .sessions
+                    .get_mut(&sid(*id))
+                    .expect("registered session");
+                session["state"] = json!("running");
+                session["endpoint"] = json!(endpoint(*id));
+                session["hostKeyFingerprint"] = json!(FP);
+            }
+        }
+    }
+
+    /// Whether `state` holds exactly the model's keys and sessions (users
+    /// without keys count as absent).
+    fn check(&self, state: &model::state::State) -> Result<(), String> {
+        let keys: BTreeMap<String, BTreeSet<String>> = state
+            .keys
+            .iter()
+            .filter(|(_, fps)| !fps.is_empty())
+            .map(|(u, fps)| (u.to_string(), fps.iter().map(|f| f.to_string()).collect()))
+            .collect();
+        let want: BTreeMap<String, BTreeSet<String>> = self
+            .keys
+            .iter()
+            .filter(|(_, fps)| !fps.is_empty())
+            .map(|(u, fps)| (u.clone(), fps.clone()))
+            .collect();
+        if keys != want {
+            return Err(format!("keys: served {keys:?}, model {want:?}"));
+        }
+        let sessions: BTreeMap<String, serde_json::Value> = state
+            .sessions
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.to_string(),
+                    serde_json::to_value(s).expect("session json"),
+                )
+            })
+            .collect();
+        if sessions != self.sessions {
+            return Err(format!(
+                "sessions: served {sessions:#?}, model {:#?}",
+                self.sessions
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn sid(id: usize) -> String {
+    format!("{:08x}", 0xa0 + id)
+}
+
+fn endpoint(id: usize) -> String {
+    format!("10.0.0.{id}:2223")
+}
+
 struct Fixture {
     base: String,
     http: reqwest::Client,
@@ -105,8 +258,8 @@ async fn start(keys: Vec<String>) -> Fixture {
 }
 
 impl Fixture {
-    async fn apply(&mut self, w: &Write) {
-        let sid = |id: usize| format!("{:08x}", 0xa0 + id);
+    /// Sends `w`; its status, or `None` for a registration without a token.
+    async fn apply(&mut self, w: &Write) -> Option<u16> {
         let req = match w {
             Write::AddKey { user, key } => self
                 .http
@@ -140,33 +293,35 @@ impl Fixture {
                     .delete(format!("{}/v1/sessions/{}", self.base, sid(*id)))
             }
             Write::Register { id } => {
-                let Some(token) = self.tokens.get(id) else {
-                    return;
-                };
+                let token = self.tokens.get(id)?;
                 let resp = self
                     .http
                     .post(format!("{}/v1/sessions/{}/register", self.base, sid(*id)))
                     .bearer_auth(token)
-                    .json(&json!({ "endpoint": format!("10.0.0.{id}:2223"), "hostKeyFingerprint": FP }))
+                    .json(&json!({ "endpoint": endpoint(*id), "hostKeyFingerprint": FP }))
                     .send()
                     .await
                     .expect("register");
-                let _ = resp.status();
-                return;
+                return Some(resp.status().as_u16());
             }
         };
         let resp = req.bearer_auth(ADMIN).send().await.expect("request");
-        if resp.status() == reqwest::StatusCode::CREATED
+        let status = resp.status().as_u16();
+        if status == 201
             && let Write::PutSession { id, .. } = w
         {
             let body: serde_json::Value = resp.json().await.expect("json");
-            if let Some(t) = body["registrationToken"].as_str() {
-                self.tokens.insert(*id, t.to_owned());
-            }
+            let token = body["registrationToken"]
+                .as_str()
+                .expect("a created session's token");
+            self.tokens.insert(*id, token.to_owned());
         }
-        if let Write::DeleteSession { id } = w {
+        if status == 204
+            && let Write::DeleteSession { id } = w
+        {
             self.tokens.remove(id);
         }
+        Some(status)
     }
 
     async fn lines(&self, from: Option<u64>, until: impl Fn(&WatchLine) -> bool) -> Vec<WatchLine> {
@@ -219,20 +374,34 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
 
     #[test]
-    fn snapshot_at_zero_plus_all_deltas_equals_the_final_snapshot(
+    fn every_write_answers_as_a_model_predicts_and_the_watch_stream_serves_the_model(
         writes in proptest::collection::vec(write(), 1..25)
     ) {
         let keys = key_lines();
+        let fps: Vec<String> = keys
+            .iter()
+            .map(|k| model::Fingerprint::of_public_key_line(k).expect("fp").to_string())
+            .collect();
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let (from_deltas, snapshot) = rt.block_on(async {
             let mut f = start(keys).await;
-            for w in &writes {
-                f.apply(w).await;
+            let mut expected = Model::default();
+            for (i, w) in writes.iter().enumerate() {
+                let registered = matches!(w, Write::Register { id } if f.tokens.contains_key(id));
+                let want = expected.expect(w, &fps, registered);
+                let got = f.apply(w).await;
+                assert_eq!(got, want, "write {i} {w:?}; model {expected:?}");
+                if matches!(got, Some(200 | 201 | 204)) {
+                    expected.apply(w, &fps);
+                }
             }
             let snapshot_lines = f.lines(None, |l| matches!(l, WatchLine::SnapshotEnd { .. })).await;
             let mut snapshot = Follower::default();
             for l in &snapshot_lines {
                 snapshot.apply(l).expect("snapshot");
+            }
+            if let Err(e) = expected.check(snapshot.state()) {
+                panic!("the snapshot is not what the writes made: {e}\nwrites: {writes:#?}");
             }
             let target: Revision = snapshot.state().revision;
             let mut replay = Follower::default();

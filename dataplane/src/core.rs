@@ -68,7 +68,8 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
-        let (publisher, subscriber) = routes::channel();
+        let core_metrics = CoreMetrics::new(&metrics, id);
+        let (publisher, subscriber) = routes::channel(core_metrics.state_revision.clone());
         publisher.publish(initial.clone());
         let activity = Arc::new(Table::default());
         let shared = Arc::new(CoreShared {
@@ -76,7 +77,7 @@ pub fn start(start: Start) -> std::io::Result<Vec<CoreHandle>> {
             backend,
             config: config.clone(),
             key: key.clone(),
-            metrics: CoreMetrics::new(&metrics, id),
+            metrics: core_metrics,
             activity: activity.clone(),
             connections: connections.clone(),
             admission: admission.clone(),

@@ -34,8 +34,14 @@ pub struct Metrics {
     pub rekeys: IntCounterVec,
     /// `connect_proxy_io_backend{backend}`: 1 for the backend in use.
     pub io_backend: IntGaugeVec,
-    /// `connect_proxy_state_revision`
+    /// `connect_proxy_state_revision`: the latest complete state received
+    /// from the control plane (published to the cores, maybe not yet
+    /// installed by all of them).
     pub state_revision: IntGauge,
+    /// `connect_proxy_core_state_revision{core}`: the state revision each
+    /// core routes with; a login on that core sees every change up to it.
+    /// Tests wait for the minimum over cores to reach the control plane's.
+    pub core_state_revision: IntGaugeVec,
     /// `connect_proxy_state_age_seconds`: since the last line from the
     /// control plane (heartbeats every 15 s keep it low while connected).
     pub state_age: IntGauge,
@@ -126,6 +132,13 @@ impl Metrics {
                 "connect_proxy_state_revision",
                 "Routing state revision in use",
             )?,
+            core_state_revision: IntGaugeVec::new(
+                Opts::new(
+                    "connect_proxy_core_state_revision",
+                    "Routing state revision each core has installed",
+                ),
+                &["core"],
+            )?,
             state_age: IntGauge::new(
                 "connect_proxy_state_age_seconds",
                 "Seconds since the last line from the control plane",
@@ -143,6 +156,7 @@ impl Metrics {
         registry.register(Box::new(m.rekeys.clone()))?;
         registry.register(Box::new(m.io_backend.clone()))?;
         registry.register(Box::new(m.state_revision.clone()))?;
+        registry.register(Box::new(m.core_state_revision.clone()))?;
         registry.register(Box::new(m.state_age.clone()))?;
         Ok(m)
     }
@@ -156,6 +170,7 @@ pub struct CoreMetrics {
     pub channels: IntGauge,
     pub bytes_up: prometheus::IntCounter,
     pub bytes_down: prometheus::IntCounter,
+    pub state_revision: IntGauge,
 }
 
 impl CoreMetrics {
@@ -166,6 +181,7 @@ impl CoreMetrics {
             channels: all.channels.with_label_values(&[&label]),
             bytes_up: all.bytes.with_label_values(&[&label, "up"]),
             bytes_down: all.bytes.with_label_values(&[&label, "down"]),
+            state_revision: all.core_state_revision.with_label_values(&[&label]),
             all: all.clone(),
         }
     }

@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use model::state::State;
+use prometheus::IntGauge;
 use tokio::sync::Notify;
 
 thread_local! {
@@ -48,10 +49,14 @@ impl Publisher {
 pub struct Subscriber {
     rx: crossbeam_channel::Receiver<Arc<State>>,
     wake: Arc<Notify>,
+    /// The revision of the state installed last (the core's
+    /// `connect_proxy_core_state_revision`).
+    installed: IntGauge,
 }
 
-/// A connected pair for one core.
-pub fn channel() -> (Publisher, Subscriber) {
+/// A connected pair for one core; `installed` follows the revision the
+/// core routes with.
+pub fn channel(installed: IntGauge) -> (Publisher, Subscriber) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let wake = Arc::new(Notify::new());
     (
@@ -59,7 +64,11 @@ pub fn channel() -> (Publisher, Subscriber) {
             tx,
             wake: wake.clone(),
         },
-        Subscriber { rx, wake },
+        Subscriber {
+            rx,
+            wake,
+            installed,
+        },
     )
 }
 
@@ -67,7 +76,9 @@ impl Subscriber {
     /// Installs the newest queued version, if any.
     pub fn install_latest(&self) {
         if let Some(latest) = self.rx.try_iter().last() {
+            let revision = latest.revision.0 as i64;
             CURRENT.with(|c| *c.borrow_mut() = latest);
+            self.installed.set(revision);
             CHANGES.with(|c| c.send_modify(|v| *v += 1));
         }
     }

@@ -4,7 +4,8 @@
 //! and the fallback to epoll under a seccomp filter like Docker's.
 //!
 //! io_uring tests run only where io_uring works and say so loudly when
-//! skipped (`CONNECT_TEST_REQUIRE_URING=1` turns a skip into a failure).
+//! skipped (`CONNECT_TEST_REQUIRE_URING=1` turns a skip into a failure;
+//! `.ci/run` sets it wherever [`io_uring_probe`] says io_uring works).
 
 #[path = "support/core_server.rs"]
 mod core_server;
@@ -213,6 +214,25 @@ fn io_choice_parses_connect_io() {
         io_backend::choose(IoChoice::Epoll),
         Ok((IoBackend::Epoll, None))
     );
+}
+
+/// What `.ci/run` asks before choosing the backends to require: one line,
+/// `io_uring: available` or `io_uring: unavailable: REASON`. And `auto`
+/// picks io_uring exactly when the probe says it works.
+#[test]
+fn io_uring_probe() {
+    let probe = io_backend::probe();
+    match &probe {
+        Ok(()) => println!("io_uring: available"),
+        Err(e) => println!("io_uring: unavailable: {e}"),
+    }
+    let (chosen, why) = io_backend::choose(IoChoice::Auto).expect("auto always chooses");
+    assert_eq!(
+        chosen == IoBackend::Uring,
+        probe.is_ok(),
+        "{chosen} {why:?}"
+    );
+    assert_eq!(why.is_some(), probe.is_err(), "{why:?}");
 }
 
 /// Environment variable selecting [`seccomp_child`]'s mode.

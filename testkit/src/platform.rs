@@ -25,7 +25,7 @@ mod dev;
 mod proxy;
 
 pub use dev::Dev;
-pub use proxy::{Proxy, ProxyOptions};
+pub use proxy::{Proxy, ProxyOptions, TEST_IO_ENV, test_io};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -403,8 +403,9 @@ impl Platform {
         self.studios.last_mut().expect("just pushed")
     }
 
-    /// Waits until the control plane has the session in `state`, then a
-    /// moment for the proxies to follow.
+    /// Waits until the control plane has the session in `state`, then
+    /// until every core of the platform's proxy routes with a state at
+    /// least as new (its `connect_proxy_core_state_revision`).
     pub fn wait_routed(&self, id: &str, state: &str) {
         let deadline = Instant::now() + START;
         loop {
@@ -413,10 +414,39 @@ impl Platform {
                 break;
             }
             assert!(Instant::now() < deadline, "session {id} never {state}: {s}");
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
-        // The proxy follows the watch stream within milliseconds.
-        std::thread::sleep(Duration::from_millis(300));
+        // The control plane publishes a change before its API shows it, so
+        // this revision includes the change just seen.
+        let revision = self.control_revision();
+        if let Some(proxy) = &self.proxy {
+            loop {
+                let served = proxy.served_revision();
+                if served >= revision {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} serves revision {served}, never {revision}",
+                    proxy.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// The revision the control plane publishes to watchers (`/readyz`:
+    /// `ready at revision N`).
+    pub fn control_revision(&self) -> u64 {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("{}/readyz", self.control_url)])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .strip_prefix("ready at revision ")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("/readyz answered {text:?}"))
     }
 
     /// The proxy started with the platform.

@@ -38,19 +38,48 @@ impl Tmux {
         self.run(&["send-keys", keys, "Enter"]);
     }
 
+    /// The visible screen now.
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p"])
+    }
+
     /// Waits (up to 20 s) until the screen shows `needle`; the screen.
     pub fn wait_for(&self, needle: &str) -> String {
+        self.poll(needle, Duration::from_secs(20))
+            .unwrap_or_else(|screen| panic!("screen never showed {needle:?}:\n{screen}"))
+    }
+
+    /// Types `keys` and Enter, again each time the screen has not shown
+    /// `needle` a second later, until it shows (up to 20 s in all): for
+    /// output that depends on something still travelling (a resize), so
+    /// the test waits on the screen, not on a guessed delay. The screen.
+    pub fn retype_until(&self, keys: &str, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let screen = self.run(&["capture-pane", "-p"]);
-            if screen.contains(needle) {
-                return screen;
+            self.type_line(keys);
+            match self.poll(needle, Duration::from_secs(1)) {
+                Ok(screen) => return screen,
+                Err(screen) => assert!(
+                    Instant::now() < deadline,
+                    "screen never showed {needle:?} after {keys:?}:\n{screen}"
+                ),
             }
-            assert!(
-                Instant::now() < deadline,
-                "screen never showed {needle:?}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Polls the screen for `needle` for up to `wait`: the screen, or the
+    /// last screen seen.
+    fn poll(&self, needle: &str, wait: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return Ok(screen);
+            }
+            if Instant::now() >= deadline {
+                return Err(screen);
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

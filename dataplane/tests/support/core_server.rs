@@ -105,7 +105,10 @@ where
 
 /// Whether io_uring works here. When it doesn't, says so loudly (the
 /// io_uring tests then pass vacuously) unless `CONNECT_TEST_REQUIRE_URING`
-/// is set, which makes it a failure.
+/// is set, which makes it a failure: `.ci/run` sets it wherever the probe
+/// in its own process said io_uring works, so a test process that cannot
+/// use it (a lower memlock limit, a seccomp filter) fails instead of
+/// skipping, and prints the skip in its summary everywhere else.
 pub fn uring_available() -> bool {
     match io_backend::probe() {
         Ok(()) => true,

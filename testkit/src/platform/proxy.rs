@@ -16,8 +16,14 @@ use crate::process::NotReady;
 /// directory.
 pub(super) const EMBEDDED_DB: &str = "embedded.sqlite3";
 
+/// Chooses the tests' default `CONNECT_IO`: `.ci/run` runs the proxy's
+/// end-to-end suite once per backend, setting it to `epoll`, then `uring`.
+/// Read by the test process (programs under test never see it).
+pub const TEST_IO_ENV: &str = "CONNECT_TEST_IO";
+
 /// How one connect-proxy runs. The defaults are the tests': `CONNECT_IO`
-/// auto, two cores, debug logs, following the platform's control plane.
+/// from [`TEST_IO_ENV`] (`auto` when unset), two cores, debug logs,
+/// following the platform's control plane.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
     io: String,
@@ -32,7 +38,7 @@ pub struct ProxyOptions {
 impl Default for ProxyOptions {
     fn default() -> Self {
         Self {
-            io: "auto".into(),
+            io: test_io(),
             cores: 2,
             log_level: "debug".into(),
             embed_control: false,
@@ -92,6 +98,15 @@ impl ProxyOptions {
     }
 }
 
+/// [`TEST_IO_ENV`], checked: a typo must not quietly test `auto`.
+pub fn test_io() -> String {
+    match std::env::var(TEST_IO_ENV) {
+        Err(_) => "auto".into(),
+        Ok(io) if ["auto", "uring", "epoll"].contains(&io.as_str()) => io,
+        Ok(io) => panic!("{TEST_IO_ENV}={io:?}: expected auto, uring or epoll"),
+    }
+}
+
 /// A started connect-proxy.
 pub struct Proxy {
     /// `proxy-N-IO`: its `CONNECT_PROXY_NAME` and log file name.
@@ -121,6 +136,17 @@ impl Proxy {
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
+    }
+
+    /// The state revision every core routes with (the least of their
+    /// `connect_proxy_core_state_revision`); 0 before any is installed.
+    pub fn served_revision(&self) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("connect_proxy_core_state_revision{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .min()
+            .unwrap_or(0)
     }
 }
 
