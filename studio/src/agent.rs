@@ -2,7 +2,15 @@
 //! private directory, named by `SSH_AUTH_SOCK` in the channel's process;
 //! each connection to it becomes an `auth-agent@openssh.com` channel back to
 //! the client, whose agent answers.
+//!
+//! One socket per session channel that asked for it, in a directory of its
+//! own (mode 0700), the socket itself mode 0600: only the Studio's user can
+//! reach it (a container has no narrower principal: every member of a
+//! shared session runs as that user, which is why agent forwarding can be
+//! turned off with `CONNECT_CLIENT_AGENT_FORWARDING=false`). Socket and
+//! directory are removed when the channel's process ends.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use russh::server::Handle;
@@ -22,13 +30,16 @@ pub struct AgentSocket {
 impl AgentSocket {
     /// Listens on a fresh socket; connections are relayed over `handle`.
     pub fn listen(handle: Handle) -> std::io::Result<Self> {
-        // tempfile creates the directory with mode 0700: only this user
-        // may reach the agent.
+        // Directory 0700 and socket 0600: only this user may reach the
+        // agent.
         let dir = tempfile::Builder::new()
             .prefix("connect-agent-")
             .tempdir()?;
+        // Explicitly: tempfile's default mode is not 0700 on every version.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let path = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let handle = handle.clone();

@@ -10,6 +10,11 @@
 //! | `CONNECT_CLIENT_KEEPALIVE_MAX` | `3` | unanswered keepalives before the connection is dropped |
 //! | `CONNECT_CLIENT_IDLE_TIMEOUT` | `0` (off) | drop a connection after this long without traffic |
 //! | `CONNECT_CLIENT_MAX_CHANNELS` | `64` | channels one connection may hold open |
+//! | `CONNECT_CLIENT_HANDSHAKE_TIMEOUT` | `15s` | accept to authenticated; a connection not authenticated by then is closed |
+//! | `CONNECT_CLIENT_MAX_STARTUPS` | `128` | unauthenticated connections at once; past it the oldest is closed |
+//! | `CONNECT_CLIENT_ACCEPT_ENV` | `LANG,LC_*,TERM,COLORTERM` | `env` requests applied (names, `*` at the end matches a prefix); others get a failure reply; empty: none |
+//! | `CONNECT_CLIENT_AGENT_FORWARDING` | `true` | `false` refuses `auth-agent-req@openssh.com` |
+//! | `CONNECT_CLIENT_TCP_FORWARDING` | `true` | `false` refuses `direct-tcpip` (administratively prohibited) and `tcpip-forward` |
 //! | `CONNECT_CLIENT_LOG_LEVEL` | `info` | off, error, warn, info, debug, trace |
 //! | `CONNECT_CLIENT_CONTROL_URL` | unset | connect-control's `http://` URL; set to register and heartbeat |
 //! | `CONNECT_CLIENT_SESSION_ID` | required with a control URL | this Studio's session id |
@@ -32,6 +37,8 @@ use model::env::{ConfigError, Env, Source};
 use model::logging::LogLevel;
 use model::{Fingerprint, Secret, SessionId};
 
+use crate::accept_env::AcceptEnv;
+
 pub const FINGERPRINT_VAR: &str = "CONNECT_CLIENT_SSH_KEY_FINGERPRINT";
 const PLATFORM_FINGERPRINT_VAR: &str = "TOWER_DATA_STUDIO_CONNECT_SSH_KEY_FINGERPRINT";
 
@@ -47,6 +54,16 @@ pub struct Config {
     pub keepalive_max: usize,
     pub idle_timeout: Option<Duration>,
     pub max_channels: usize,
+    /// From accept until authenticated, at most this long.
+    pub handshake_timeout: Duration,
+    /// Unauthenticated connections at once. Invariant: at least 1.
+    pub max_startups: usize,
+    /// The `env` requests a session may apply.
+    pub accept_env: AcceptEnv,
+    /// Whether `auth-agent-req@openssh.com` is granted.
+    pub agent_forwarding: bool,
+    /// Whether `direct-tcpip` and `tcpip-forward` are served.
+    pub tcp_forwarding: bool,
     pub log_level: LogLevel,
     pub registration: Option<Registration>,
 }
@@ -118,8 +135,38 @@ impl Config {
             ));
         }
 
+        let handshake_timeout = env
+            .duration("CONNECT_CLIENT_HANDSHAKE_TIMEOUT")?
+            .unwrap_or(Duration::from_secs(15));
+        if handshake_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "CONNECT_CLIENT_HANDSHAKE_TIMEOUT",
+                "must be more than 0: an unauthenticated connection may not stay forever",
+            ));
+        }
+        let max_startups = env
+            .parse::<usize>("CONNECT_CLIENT_MAX_STARTUPS")?
+            .unwrap_or(128);
+        if max_startups < 1 {
+            return Err(ConfigError::new(
+                "CONNECT_CLIENT_MAX_STARTUPS",
+                "must be at least 1",
+            ));
+        }
+        let accept_env = match env.raw("CONNECT_CLIENT_ACCEPT_ENV") {
+            Some(list) => list
+                .parse::<AcceptEnv>()
+                .map_err(|e| ConfigError::new("CONNECT_CLIENT_ACCEPT_ENV", e))?,
+            None => AcceptEnv::default(),
+        };
+
         Ok(Self {
             ssh_addr,
+            handshake_timeout,
+            max_startups,
+            accept_env,
+            agent_forwarding: env.bool("CONNECT_CLIENT_AGENT_FORWARDING")?.unwrap_or(true),
+            tcp_forwarding: env.bool("CONNECT_CLIENT_TCP_FORWARDING")?.unwrap_or(true),
             proxy_fingerprint,
             host_key_path: env
                 .non_empty("CONNECT_CLIENT_HOST_KEY_PATH")
@@ -216,6 +263,10 @@ mod tests {
         assert_eq!(c.keepalive_interval, Some(Duration::from_secs(30)));
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(15));
+        assert_eq!(c.max_startups, 128);
+        assert!(c.agent_forwarding && c.tcp_forwarding);
+        assert!(c.accept_env.allows("LC_ALL") && !c.accept_env.allows("LD_PRELOAD"));
     }
 
     #[test]
@@ -250,6 +301,11 @@ mod tests {
             ("CONNECT_CLIENT_IDLE_TIMEOUT", "-1s"),
             ("CONNECT_CLIENT_MAX_CHANNELS", "many"),
             ("CONNECT_CLIENT_LOG_LEVEL", "verbose"),
+            ("CONNECT_CLIENT_HANDSHAKE_TIMEOUT", "0"),
+            ("CONNECT_CLIENT_MAX_STARTUPS", "0"),
+            ("CONNECT_CLIENT_ACCEPT_ENV", "LANG,LC_*X"),
+            ("CONNECT_CLIENT_AGENT_FORWARDING", "maybe"),
+            ("CONNECT_CLIENT_TCP_FORWARDING", "perhaps"),
         ] {
             let err = config(&[(FINGERPRINT_VAR, FP), (var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{err}");

@@ -2,12 +2,16 @@
 //!
 //! - `direct-tcpip` (`ssh -L`, `-D`, VS Code): connect to any address the
 //!   container can reach, then accept the channel; a failed connect is a
-//!   channel-open failure the client reports, never a hang.
+//!   channel-open failure the client reports, never a hang. The failure
+//!   carries RFC 4254's reason code and a text saying what happened
+//!   ([`Refusal`]), which OpenSSH prints as
+//!   `open failed: connect failed: 127.0.0.1:9: connection refused`.
 //! - `tcpip-forward` (`ssh -R`): listen on the container's loopback (as
 //!   OpenSSH's default `GatewayPorts no` does) and open a `forwarded-tcpip`
 //!   channel back to the client for every connection.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -25,6 +29,69 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most `tcpip-forward` listeners one connection may hold.
 const MAX_LISTENERS: usize = 64;
 
+/// Why a channel open is refused, as the client will read it: the RFC 4254
+/// reason code and a text naming the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `CONNECT_CLIENT_TCP_FORWARDING=false` (code 1).
+    Prohibited,
+    /// The name does not resolve in the container (code 2).
+    HostNotFound { host: String },
+    /// Nothing listens there (code 2).
+    Refused { host: String, port: u32 },
+    /// No answer within [`CONNECT_TIMEOUT`] (code 2).
+    TimedOut { host: String, port: u32 },
+    /// Any other connect error, with the system's words (code 2).
+    Failed {
+        host: String,
+        port: u32,
+        error: String,
+    },
+    /// The connection holds `CONNECT_CLIENT_MAX_CHANNELS` channels (code 4).
+    TooManyChannels { limit: usize },
+}
+
+impl Refusal {
+    /// The SSH_MSG_CHANNEL_OPEN_FAILURE to send.
+    pub fn failure(&self) -> ChannelOpenFailure {
+        let code = match self {
+            Self::Prohibited => ChannelOpenFailure::AdministrativelyProhibited.code(),
+            Self::TooManyChannels { .. } => ChannelOpenFailure::ResourceShortage.code(),
+            _ => ChannelOpenFailure::ConnectFailed.code(),
+        };
+        ChannelOpenFailure::Other {
+            code,
+            reason: self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Prohibited => f.write_str("port forwarding is turned off in this Studio"),
+            Self::HostNotFound { host } => {
+                write!(f, "{host}: host not found (the Studio cannot resolve it)")
+            }
+            Self::Refused { host, port } => {
+                write!(
+                    f,
+                    "{host}:{port}: connection refused (nothing listens there)"
+                )
+            }
+            Self::TimedOut { host, port } => write!(
+                f,
+                "{host}:{port}: no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            Self::Failed { host, port, error } => write!(f, "{host}:{port}: {error}"),
+            Self::TooManyChannels { limit } => {
+                write!(f, "too many channels on this connection (limit {limit})")
+            }
+        }
+    }
+}
+
 /// Connects to `host:port` in the background and relays the channel to it;
 /// `guard` counts the channel as open until the relay ends.
 pub fn direct_tcpip(
@@ -36,27 +103,67 @@ pub fn direct_tcpip(
 ) {
     tokio::spawn(async move {
         let _guard = guard;
-        let Ok(port) = u16::try_from(port) else {
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
-            return;
-        };
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await
-        {
-            Ok(Ok(stream)) => {
+        match connect(&host, port).await {
+            Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 reply.accept().await;
                 relay(channel, stream).await;
             }
-            Ok(Err(e)) => {
-                debug!(%host, port, error = %e, "direct-tcpip connect failed");
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
-            }
-            Err(_) => {
-                debug!(%host, port, "direct-tcpip connect timed out");
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            Err(refusal) => {
+                info!(%host, port, reason = %refusal, "direct-tcpip refused");
+                reply.reject(refusal.failure()).await;
             }
         }
     });
+}
+
+/// Resolves, then connects to each address in turn; the refusal of the
+/// last one tried if none answers.
+async fn connect(host: &str, port: u32) -> Result<TcpStream, Refusal> {
+    let failed = |error: std::io::Error| match error.kind() {
+        ErrorKind::ConnectionRefused => Refusal::Refused {
+            host: host.to_owned(),
+            port,
+        },
+        _ => Refusal::Failed {
+            host: host.to_owned(),
+            port,
+            error: error.to_string(),
+        },
+    };
+    let Ok(port16) = u16::try_from(port) else {
+        return Err(failed(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a TCP port",
+        )));
+    };
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port16)).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => {
+                debug!(host, error = %e, "direct-tcpip: name lookup failed");
+                Vec::new()
+            }
+        };
+        let mut last = Refusal::HostNotFound {
+            host: host.to_owned(),
+        };
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = failed(e),
+            }
+        }
+        Err(last)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal::TimedOut {
+                host: host.to_owned(),
+                port,
+            })
+        })
 }
 
 /// The connection's `tcpip-forward` listeners, keyed as the client named

@@ -13,7 +13,8 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty};
 use tracing::{debug, info};
 
 use crate::error::SessionError;
-use crate::forward::{self, Forwards};
+use crate::forward::{self, Forwards, Refusal};
+use crate::preauth::Ticket;
 use crate::process::PtyRequest;
 use crate::server::Shared;
 use crate::session::{SessionSetup, StartRequest};
@@ -29,6 +30,9 @@ pub struct Connection {
     /// what `max_channels` limits.
     open: OpenChannels,
     forwards: Forwards,
+    /// Held until authentication succeeds: the handshake timeout and the
+    /// unauthenticated-connection slot (see [`crate::preauth`]).
+    preauth: Option<Ticket>,
 }
 
 /// The client-opened channels not yet closed, shared with the tasks that
@@ -90,6 +94,7 @@ impl Connection {
         shared: Arc<Shared>,
         peer: std::net::SocketAddr,
         env: Vec<(OsString, OsString)>,
+        preauth: Ticket,
     ) -> Self {
         Self {
             shared,
@@ -98,6 +103,7 @@ impl Connection {
             sessions: HashMap::new(),
             open: OpenChannels::default(),
             forwards: Forwards::default(),
+            preauth: Some(preauth),
         }
     }
 
@@ -125,6 +131,13 @@ impl Connection {
             return None;
         }
         Some(self.open.insert(channel.id()))
+    }
+
+    fn too_many(&self) -> ChannelOpenFailure {
+        Refusal::TooManyChannels {
+            limit: self.shared.max_channels,
+        }
+        .failure()
     }
 
     fn reply(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), SessionError> {
@@ -166,6 +179,10 @@ impl russh::server::Handler for Connection {
         // Decide on the offer so a wrong key is refused without a signature
         // round trip; only a refusal is logged here, the acceptance is
         // logged once the signature has been verified.
+        if !crate::algorithms::signature_allowed(offer.algorithm) {
+            info!(algorithm = %offer.algorithm, user, "public key refused: signature algorithm not allowed (SHA-1)");
+            return Ok(Self::refuse());
+        }
         if crate::auth::matches(self.shared.accepted(), offer.public_key) {
             Ok(Auth::Accept)
         } else {
@@ -179,7 +196,11 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.key_allowed(user, key.public_key) {
+        if crate::algorithms::signature_allowed(key.algorithm)
+            && self.key_allowed(user, key.public_key)
+        {
+            // Authenticated: the pre-auth slot and timer are done with.
+            self.preauth = None;
             Ok(Auth::Accept)
         } else {
             Ok(Self::refuse())
@@ -193,7 +214,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(guard) = self.admit(&channel) else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            reply.reject(self.too_many()).await;
             return Ok(());
         };
         let id = channel.id();
@@ -213,8 +234,17 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.shared.tcp_forwarding {
+            info!(
+                host = host_to_connect,
+                port = port_to_connect,
+                "direct-tcpip refused: CONNECT_CLIENT_TCP_FORWARDING is false"
+            );
+            reply.reject(Refusal::Prohibited.failure()).await;
+            return Ok(());
+        }
         let Some(guard) = self.admit(&channel) else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            reply.reject(self.too_many()).await;
             return Ok(());
         };
         debug!(
@@ -267,10 +297,18 @@ impl russh::server::Handler for Connection {
         variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self
-            .sessions
-            .get_mut(&channel)
-            .is_some_and(|s| s.env(variable_name, variable_value));
+        let accepted = self.shared.accept_env.allows(variable_name);
+        if !accepted {
+            info!(
+                name = variable_name,
+                "env refused: not in CONNECT_CLIENT_ACCEPT_ENV"
+            );
+        }
+        let ok = accepted
+            && self
+                .sessions
+                .get_mut(&channel)
+                .is_some_and(|s| s.env(variable_name, variable_value));
         Self::reply(session, channel, ok)
     }
 
@@ -279,6 +317,10 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if !self.shared.agent_forwarding {
+            info!("agent forwarding refused: CONNECT_CLIENT_AGENT_FORWARDING is false");
+            return Ok(false);
+        }
         Ok(self
             .sessions
             .get_mut(&channel)
@@ -346,6 +388,14 @@ impl russh::server::Handler for Connection {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if !self.shared.tcp_forwarding {
+            info!(
+                address,
+                port = *port,
+                "tcpip-forward refused: CONNECT_CLIENT_TCP_FORWARDING is false"
+            );
+            return Ok(false);
+        }
         Ok(self.forwards.add(address, port, session.handle()).await)
     }
 

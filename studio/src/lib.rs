@@ -9,9 +9,12 @@
 //! - [`config`]: the `CONNECT_CLIENT_*` variables;
 //! - [`hostkey`]: the Studio's host key, loaded or generated;
 //! - [`server`]: the listener and russh configuration;
+//! - [`algorithms`]: the key exchanges, ciphers and signatures offered;
+//! - [`preauth`]: handshake timeout and the cap on unauthenticated connections;
 //! - [`handler`]: the thin russh handler of one connection;
 //! - [`auth`]: the fingerprint rule and its log line;
 //! - [`session`]: session channels up to the moment something starts;
+//! - [`accept_env`]: which `env` requests are applied;
 //! - [`process`]: a running shell or command and its pty or pipes;
 //! - [`termios`]: the client's terminal modes applied to the pty;
 //! - [`registration`]: registering with connect-control and heartbeating;
@@ -23,14 +26,17 @@
 //! - [`error`]: what can go wrong, by whose fault.
 #![forbid(unsafe_code)]
 
+pub mod accept_env;
 pub mod account;
 pub mod agent;
+pub mod algorithms;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod hostkey;
+pub mod preauth;
 pub mod process;
 pub mod registration;
 pub mod relay;

@@ -13,10 +13,12 @@ use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info};
 
+use crate::accept_env::AcceptEnv;
 use crate::account::Account;
 use crate::config::Config;
 use crate::error::Error;
 use crate::handler::Connection;
+use crate::preauth::Gate;
 
 /// What every connection of this server shares.
 pub struct Shared {
@@ -25,6 +27,12 @@ pub struct Shared {
     pub proxy_fingerprint: RwLock<Option<Fingerprint>>,
     pub account: Account,
     pub max_channels: usize,
+    /// The `env` requests sessions may apply.
+    pub accept_env: AcceptEnv,
+    /// Whether agent forwarding is granted.
+    pub agent_forwarding: bool,
+    /// Whether `direct-tcpip` and `tcpip-forward` are served.
+    pub tcp_forwarding: bool,
 }
 
 impl Shared {
@@ -50,6 +58,7 @@ pub struct Server {
     ssh: Arc<SshConfig>,
     shared: Arc<Shared>,
     host_key_fingerprint: Fingerprint,
+    gate: Gate,
 }
 
 impl Server {
@@ -69,6 +78,7 @@ impl Server {
             ),
             methods: MethodSet::from(&[MethodKind::PublicKey][..]),
             keys: vec![host_key],
+            preferred: crate::algorithms::preferred(),
             // Only the proxy connects here, and it offers the one right key;
             // a short delay on refusal is enough.
             auth_rejection_time: Duration::from_millis(100),
@@ -95,8 +105,12 @@ impl Server {
                 proxy_fingerprint: RwLock::new(config.proxy_fingerprint),
                 account: Account::current(),
                 max_channels: config.max_channels,
+                accept_env: config.accept_env.clone(),
+                agent_forwarding: config.agent_forwarding,
+                tcp_forwarding: config.tcp_forwarding,
             }),
             host_key_fingerprint,
+            gate: Gate::new(config.max_startups, config.handshake_timeout),
         })
     }
 
@@ -154,7 +168,8 @@ impl Server {
                     format!("{} {} {}", peer.ip(), peer.port(), local.port()).into(),
                 ),
             ];
-            let handler = Connection::new(self.shared.clone(), peer, env);
+            let (socket, ticket) = self.gate.admit(socket);
+            let handler = Connection::new(self.shared.clone(), peer, env, ticket);
             let ssh = self.ssh.clone();
             let span = tracing::info_span!("conn", peer = %peer);
             tokio::spawn(

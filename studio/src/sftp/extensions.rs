@@ -20,7 +20,7 @@ use super::listing;
 use super::ops::{expand_tilde, home_of, realpath};
 use super::{Error, MAX_PACKET_LEN, MAX_READ_LEN, Session, blocking, ok, one_name};
 
-pub(super) const ADVERTISED: [(&str, &str); 9] = [
+pub(super) const ADVERTISED: [(&str, &str); 8] = [
     ("posix-rename@openssh.com", "1"),
     ("statvfs@openssh.com", "2"),
     ("fstatvfs@openssh.com", "2"),
@@ -29,8 +29,10 @@ pub(super) const ADVERTISED: [(&str, &str); 9] = [
     ("limits@openssh.com", "1"),
     ("expand-path@openssh.com", "1"),
     ("home-directory", "1"),
-    // With it, OpenSSH's `sftp` formats `ls -l` itself and shows names.
-    ("users-groups-by-id@openssh.com", "1"),
+    // Not advertised, though answered: `users-groups-by-id@openssh.com`.
+    // A client that sees it (OpenSSH 8.7+) formats `ls -l` from SFTP v3
+    // attributes, which have no link count, and prints `?` for it; without
+    // it, `sftp` prints our longname, which has the count and the names.
 ];
 
 /// The payload of `users-groups-by-id@openssh.com`: two strings, each a
