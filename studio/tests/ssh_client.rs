@@ -123,8 +123,9 @@ fn environment_of_commands() {
     let studio = Studio::start();
     let mut cmd = studio
         .ssh()
-        .ssh_with(&["-o", "SetEnv=CONNECT_TEST_VAR=hello"]);
-    cmd.arg("echo $CONNECT_TEST_VAR; echo ${SSH_CONNECTION:+set}; env | grep -c '^CONNECT_CLIENT_' || true; pwd");
+        .ssh_with(&["-o", "SetEnv=LC_CONNECT_TEST=hello"]);
+    // LC_* is in the default env allowlist (what is refused: hardening.rs).
+    cmd.arg("echo $LC_CONNECT_TEST; echo ${SSH_CONNECTION:+set}; env | grep -c '^CONNECT_CLIENT_' || true; pwd");
     let out = run_ok(cmd);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "hello");
