@@ -19,9 +19,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use testkit::platform::Builder;
-use testkit::{KeyPair, KeyType, Platform, Ssh, run, run_ok};
+use testkit::{KeyPair, KeyType, Platform, Ssh, audit, run, run_ok};
 
 const SESSION: &str = "5e551012";
 /// How long to wait for something that should happen (not a measurement).
@@ -61,11 +60,6 @@ fn stderr(out: &std::process::Output) -> String {
 
 // --- algorithms ---------------------------------------------------------
 
-/// The one warning allowed, and the key exchanges it is allowed on.
-const NOT_POST_QUANTUM: &str = "does not provide protection against post-quantum attacks";
-const CLASSIC_KEX: [&str; 2] = ["curve25519-sha256", "curve25519-sha256@libssh.org"];
-const SECTIONS: [&str; 4] = ["kex", "key", "enc", "mac"];
-
 /// The proxy's pass rule (`dataplane/tests/audit.rs`), applied to the
 /// Studio's SSH server: nothing "fail", no CVE, and the only "warn" the
 /// post-quantum note on the classic curve25519 exchanges. Fails without
@@ -80,33 +74,9 @@ fn ssh_audit_of_connect_client_passes_the_proxys_rule() {
         .next()
         .and_then(|port| port.parse().ok())
         .expect("studio port");
-    let report = ssh_audit(studio_port);
+    let report = audit::ssh_audit(studio_port);
 
-    let mut problems = Vec::new();
-    if report["cves"].as_array().is_none_or(|c| !c.is_empty()) {
-        problems.push(format!("cves: {}", report["cves"]));
-    }
-    for section in SECTIONS {
-        let Some(algorithms) = report[section].as_array().filter(|a| !a.is_empty()) else {
-            problems.push(format!("{section}: no algorithms in the report"));
-            continue;
-        };
-        for entry in algorithms {
-            let name = entry["algorithm"].as_str().unwrap_or("?");
-            let notes = &entry["notes"];
-            if let Some(fail) = notes.get("fail").filter(|f| !is_empty_list(f)) {
-                problems.push(format!("{section} {name}: fail {fail}"));
-            }
-            if let Some(warn) = notes.get("warn").filter(|w| !is_empty_list(w)) {
-                let allowed = section == "kex"
-                    && CLASSIC_KEX.contains(&name)
-                    && *warn == Value::from(vec![NOT_POST_QUANTUM]);
-                if !allowed {
-                    problems.push(format!("{section} {name}: warn {warn}"));
-                }
-            }
-        }
-    }
+    let problems = audit::problems(&report);
     let kex: Vec<&str> = report["kex"]
         .as_array()
         .into_iter()
@@ -126,42 +96,6 @@ fn ssh_audit_of_connect_client_passes_the_proxys_rule() {
     );
     // The proxy still negotiates with it: a command through the proxy.
     assert_eq!(run_ok(with_cmd(ssh.ssh(), "echo through")), "through\n");
-}
-
-fn is_empty_list(v: &Value) -> bool {
-    v.as_array().is_some_and(|a| a.is_empty())
-}
-
-/// ssh-audit (the venv `.ci/run` makes) against 127.0.0.1:`port`.
-fn ssh_audit(port: u16) -> Value {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/interop-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing, so ssh-audit cannot run: run .ci/run, which makes it",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .args([
-            "-m",
-            "ssh_audit",
-            "--json",
-            "--skip-rate-test",
-            "--timeout",
-            "20",
-        ])
-        .args(["--port", &port.to_string(), "127.0.0.1"])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run ssh-audit");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        matches!(out.status.code(), Some(0 | 2 | 3)),
-        "ssh-audit did not complete an audit ({}):\n{stdout}\n{}",
-        out.status,
-        stderr(&out)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("ssh-audit's output is not JSON ({e}):\n{stdout}"))
 }
 
 fn with_cmd(mut cmd: Command, remote: &str) -> Command {

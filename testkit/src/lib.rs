@@ -5,6 +5,7 @@
 //! - [`platform`]: the whole platform (connect-control, connect-client
 //!   Studios, connect-proxy) started for a test or a benchmark, and
 //!   `connect-proxy --dev`;
+//! - [`audit`]: ssh-audit and the pass rule both SSH servers are held to;
 //! - [`keys`]: key pairs made by `ssh-keygen`, with the fingerprint it prints;
 //! - [`process`]: a started binary whose JSON log lines can be awaited;
 //! - [`ssh`]: OpenSSH client command lines with isolated, pinned settings;
@@ -12,6 +13,7 @@
 //! - [`tmux`]: a real terminal of a given size for pty tests.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod keys;
 pub mod net;
 pub mod platform;
