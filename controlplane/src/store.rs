@@ -4,8 +4,15 @@
 //! memory and serialises every write; a [`Store`] makes each write durable
 //! before the API answers, and gives everything back at start-up. The trait
 //! is row-level and synchronous (the registry calls it on a blocking
-//! thread), so a PostgreSQL implementation for several replicas can follow
-//! without touching handlers: it implements the same five methods.
+//! thread). Two implementations: [`sqlite`] (one file, one replica) and
+//! `postgres` (one database shared by several replicas).
+//!
+//! Several replicas on one store: each keeps its own copy in memory and
+//! commits with the revisions that follow its own; a replica that is behind
+//! gets [`StoreError::RevisionConflict`], reads what it missed with
+//! [`Store::changes_since`] and tries again. [`Store::wait_for_change`]
+//! wakes a replica when another one committed, so every replica's watch
+//! stream carries every change, in revision order.
 //!
 //! Invariants every implementation keeps:
 //! - [`Store::commit`] is atomic: all of a batch's ops and log entries, or
@@ -103,6 +110,22 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What changed after a revision: the log entries, and the current rows of
+/// the keys and sessions they add or replace, read in one snapshot (so the
+/// rows are as of `revision`, never newer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The store's revision when read: the last entry of `log`, or the
+    /// caller's own revision if nothing changed.
+    pub revision: Revision,
+    /// Oldest first; contiguous from the asked revision + 1.
+    pub log: Vec<(Revision, Change)>,
+    /// Rows of keys that `log` adds and that still exist at `revision`.
+    pub keys: Vec<KeyRow>,
+    /// Rows of sessions that `log` puts and that still exist at `revision`.
+    pub sessions: Vec<SessionRow>,
+}
+
 /// Durable storage; see the module docs for the invariants.
 pub trait Store: Send + Sync + 'static {
     /// Reads everything back (start-up).
@@ -118,4 +141,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops log entries so at most `keep` newest remain.
     fn prune_log(&self, keep: usize) -> Result<(), StoreError>;
+
+    /// Whether other processes may commit to this store (replicas sharing
+    /// it). A replica on a shared store follows it with
+    /// [`Store::changes_since`] and reads its activity back from it.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Everything committed after `after`, or `None` if the log no longer
+    /// reaches back that far (the caller then [`Store::load`]s).
+    fn changes_since(&self, after: Revision) -> Result<Option<Changes>, StoreError>;
+
+    /// Blocks until a commit after `after` may have happened, or `timeout`
+    /// passed (spurious wake-ups allowed). A store no one else writes to
+    /// just sleeps.
+    fn wait_for_change(&self, after: Revision, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let _ = after;
+        std::thread::sleep(timeout);
+        Ok(())
+    }
+
+    /// Last SSH activity of these sessions (those that have any), as
+    /// stored: what any replica has recorded.
+    fn last_activity(&self, ids: &[SessionId]) -> Result<Vec<(SessionId, i64)>, StoreError>;
+
+    /// A Studio's heartbeat: its session is alive now. Liveness, not state:
+    /// it need not be durable (a restart gives every running session a
+    /// fresh grace period), but on a shared store every replica sees it.
+    fn heartbeat(&self, id: SessionId) -> Result<(), StoreError>;
+
+    /// Of `running`, the sessions with no heartbeat within `timeout`. A
+    /// session this store has no heartbeat for starts its clock now (after
+    /// a restart, or when it started running), so it is never overdue on
+    /// first sight.
+    fn overdue(
+        &self,
+        running: &[SessionId],
+        timeout: std::time::Duration,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Cheap round trip to the storage (readiness).
+    fn ping(&self) -> Result<(), StoreError>;
 }

@@ -29,16 +29,17 @@
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use model::state::{Revision, Session, SessionState};
+use model::state::{Change, Revision, Session, SessionState};
 use model::{Fingerprint, SessionId, UserName, WorkspaceId};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior, params};
 use serde::de::DeserializeOwned;
 
-use super::{Batch, KeyRow, Loaded, Op, SessionRow, Store, StoreError};
+use super::{Batch, Changes, KeyRow, Loaded, Op, SessionRow, Store, StoreError};
 
 /// How long a statement waits for another connection's lock (a backup tool,
 /// an operator's `sqlite3` shell) before failing.
@@ -90,12 +91,14 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 ///
 /// The connection is not `Sync`, so calls take turns on a mutex; the
 /// registry makes one write at a time anyway, and a load happens once at
-/// start-up.
+/// start-up. Heartbeats are kept in memory: one process owns the file, and
+/// a restart gives every running session a fresh grace period.
 #[derive(Debug)]
 pub struct SqliteStore {
     /// For error messages.
     path: PathBuf,
     conn: Mutex<Connection>,
+    heartbeats: Mutex<HashMap<SessionId, Instant>>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -112,6 +115,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             conn: Mutex::new(conn),
+            heartbeats: Mutex::new(HashMap::new()),
         })
     }
 
@@ -179,6 +183,64 @@ impl Store for SqliteStore {
             .execute([offset])?;
             Ok(())
         })
+    }
+
+    fn changes_since(&self, after: Revision) -> Result<Option<Changes>, StoreError> {
+        self.with_conn("reading changes", |conn| changes_since(conn, after))
+    }
+
+    fn last_activity(&self, ids: &[SessionId]) -> Result<Vec<(SessionId, i64)>, StoreError> {
+        self.with_conn("reading activity", |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT last_activity_ms FROM sessions WHERE id = ?1 AND last_activity_ms IS NOT NULL",
+            )?;
+            let mut out = Vec::new();
+            for id in ids {
+                let mut rows = select.query([id.to_string()])?;
+                if let Some(row) = rows.next()? {
+                    out.push((*id, read_int(row, 0, "sessions.last_activity_ms")?));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn heartbeat(&self, id: SessionId) -> Result<(), StoreError> {
+        self.lock_heartbeats().insert(id, Instant::now());
+        Ok(())
+    }
+
+    fn overdue(&self, running: &[SessionId], timeout: Duration) -> Result<Vec<SessionId>, StoreError> {
+        let now = Instant::now();
+        let mut beats = self.lock_heartbeats();
+        let mut seen = HashMap::with_capacity(running.len());
+        let mut overdue = Vec::new();
+        for id in running {
+            let at = beats.get(id).copied().unwrap_or(now);
+            if now.duration_since(at) >= timeout {
+                overdue.push(*id);
+            }
+            seen.insert(*id, at);
+        }
+        // Sessions no longer running are forgotten, so a map of a long-lived
+        // process does not grow with every session it ever saw.
+        *beats = seen;
+        Ok(overdue)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn("checking the database", |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+}
+
+impl SqliteStore {
+    fn lock_heartbeats(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Instant>> {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -394,14 +456,7 @@ fn load(conn: &mut Connection) -> Result<Loaded, StoreError> {
         )?;
         let mut rows = select.query([])?;
         while let Some(row) = rows.next()? {
-            loaded.keys.push(KeyRow {
-                user: read_parsed(row, 0, "keys.user")?,
-                fingerprint: read_parsed(row, 1, "keys.fingerprint")?,
-                key_type: read_text(row, 2, "keys.key_type")?.to_owned(),
-                comment: read_text(row, 3, "keys.comment")?.to_owned(),
-                public_key: read_text(row, 4, "keys.public_key")?.to_owned(),
-                added_at_ms: read_int(row, 5, "keys.added_at_ms")?,
-            });
+            loaded.keys.push(read_key(row)?);
         }
     }
     {
@@ -428,6 +483,87 @@ fn load(conn: &mut Connection) -> Result<Loaded, StoreError> {
     }
     tx.commit()?;
     Ok(loaded)
+}
+
+fn changes_since(conn: &mut Connection, after: Revision) -> Result<Option<Changes>, StoreError> {
+    // One read transaction: the log and the rows as of one commit.
+    let tx = conn.transaction()?;
+    let stored = stored_revision(&tx)?;
+    let mut changes = Changes {
+        revision: stored,
+        ..Changes::default()
+    };
+    if stored <= after {
+        changes.revision = after.max(stored);
+        return Ok(Some(changes));
+    }
+    {
+        let mut select = tx.prepare_cached(
+            "SELECT revision, change FROM changes WHERE revision > ?1 ORDER BY revision",
+        )?;
+        let mut rows = select.query([revision_to_sql(after)?])?;
+        while let Some(row) = rows.next()? {
+            changes.log.push((
+                read_revision(row, 0, "changes.revision")?,
+                read_json(row, 1, "changes.change")?,
+            ));
+        }
+    }
+    // Pruned past `after`: the log no longer starts right after it.
+    if changes.log.first().map(|(r, _)| *r) != Some(after.next()) {
+        return Ok(None);
+    }
+    let mut sessions = std::collections::BTreeSet::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for (_, change) in &changes.log {
+        match change {
+            Change::SessionPut { session } => {
+                sessions.insert(session.id.to_string());
+            }
+            Change::KeyAdded { user, fingerprint } => {
+                keys.insert((user.as_str().to_owned(), fingerprint.to_string()));
+            }
+            _ => {}
+        }
+    }
+    {
+        let mut select = tx.prepare_cached(
+            "SELECT id, workspace_id, owner, members, ssh_enabled, state, endpoint,
+                    host_key_fingerprint, token_hash, created_at_ms, last_activity_ms
+             FROM sessions WHERE id = ?1",
+        )?;
+        for id in &sessions {
+            let mut rows = select.query([id])?;
+            if let Some(row) = rows.next()? {
+                changes.sessions.push(read_session(row)?);
+            }
+        }
+    }
+    {
+        let mut select = tx.prepare_cached(
+            "SELECT user, fingerprint, key_type, comment, public_key, added_at_ms
+             FROM keys WHERE user = ?1 AND fingerprint = ?2",
+        )?;
+        for (user, fingerprint) in &keys {
+            let mut rows = select.query([user, fingerprint])?;
+            if let Some(row) = rows.next()? {
+                changes.keys.push(read_key(row)?);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(Some(changes))
+}
+
+fn read_key(row: &Row<'_>) -> Result<KeyRow, StoreError> {
+    Ok(KeyRow {
+        user: read_parsed(row, 0, "keys.user")?,
+        fingerprint: read_parsed(row, 1, "keys.fingerprint")?,
+        key_type: read_text(row, 2, "keys.key_type")?.to_owned(),
+        comment: read_text(row, 3, "keys.comment")?.to_owned(),
+        public_key: read_text(row, 4, "keys.public_key")?.to_owned(),
+        added_at_ms: read_int(row, 5, "keys.added_at_ms")?,
+    })
 }
 
 fn read_session(row: &Row<'_>) -> Result<SessionRow, StoreError> {
