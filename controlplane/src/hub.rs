@@ -83,6 +83,23 @@ impl Hub {
         self.notify.send_replace(revision);
     }
 
+    /// Starts over from a reloaded state (a replica that fell behind the
+    /// store's log): the retained log is replaced, so watchers behind the
+    /// new one get a snapshot.
+    pub fn replace(&self, state: State, log: Vec<(Revision, Change)>) {
+        let fresh = Hub::new(state, log, self.retain);
+        let published = fresh
+            .published
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let revision = published.state.revision;
+        *self
+            .published
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = published;
+        self.notify.send_replace(revision);
+    }
+
     /// A receiver that wakes when a new revision is published. Subscribe
     /// before calling [`Hub::since`] so no publication falls in between.
     pub fn subscribe(&self) -> watch::Receiver<Revision> {

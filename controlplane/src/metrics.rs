@@ -2,7 +2,8 @@
 //! registered on a registry passed in (no globals).
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -21,10 +22,19 @@ pub struct Metrics {
     pub keys: IntGauge,
     /// `connect_control_registrations_total`
     pub registrations: IntCounter,
-    /// `connect_control_heartbeats_total{result}`: ok, unknown, unauthorized, not_registered.
+    /// `connect_control_heartbeats_total{result}`: ok, unauthorized (unknown
+    /// session or wrong token), not_registered, error.
     pub heartbeats: IntCounterVec,
     /// `connect_control_sessions_expired_total`: sessions stopped for missed heartbeats.
     pub expired: IntCounter,
+    /// `connect_control_commit_duration_seconds`: one durable commit of a
+    /// group of writes.
+    pub commit_seconds: Histogram,
+    /// `connect_control_commit_writes`: writes sharing one commit.
+    pub commit_writes: Histogram,
+    /// `connect_control_catch_ups_total`: times this replica read other
+    /// replicas' commits from the store.
+    pub catch_ups: IntCounter,
 }
 
 impl Metrics {
@@ -69,6 +79,25 @@ impl Metrics {
                 "connect_control_sessions_expired_total",
                 "Sessions marked stopped after missed heartbeats",
             )?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "connect_control_commit_duration_seconds",
+                    "Durable commits of a group of writes",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+            )?,
+            commit_writes: Histogram::with_opts(
+                HistogramOpts::new("connect_control_commit_writes", "Writes sharing one commit")
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                    ]),
+            )?,
+            catch_ups: IntCounter::new(
+                "connect_control_catch_ups_total",
+                "Times this replica read other replicas' commits from the store",
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -79,6 +108,9 @@ impl Metrics {
         registry.register(Box::new(m.registrations.clone()))?;
         registry.register(Box::new(m.heartbeats.clone()))?;
         registry.register(Box::new(m.expired.clone()))?;
+        registry.register(Box::new(m.commit_seconds.clone()))?;
+        registry.register(Box::new(m.commit_writes.clone()))?;
+        registry.register(Box::new(m.catch_ups.clone()))?;
         Ok(m)
     }
 }

@@ -156,7 +156,11 @@ pub trait Store: Send + Sync + 'static {
     /// Blocks until a commit after `after` may have happened, or `timeout`
     /// passed (spurious wake-ups allowed). A store no one else writes to
     /// just sleeps.
-    fn wait_for_change(&self, after: Revision, timeout: std::time::Duration) -> Result<(), StoreError> {
+    fn wait_for_change(
+        &self,
+        after: Revision,
+        timeout: std::time::Duration,
+    ) -> Result<(), StoreError> {
         let _ = after;
         std::thread::sleep(timeout);
         Ok(())

@@ -3,7 +3,7 @@
 //!
 //! Registration tokens are 32 random bytes, URL-safe base64, returned once
 //! at session creation and stored only as their SHA-256. Comparisons hash
-//! both sides first, so their timing says nothing about the token.
+//! both sides first and compare the hashes in constant time.
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
@@ -18,6 +18,13 @@ pub fn hash(token: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+/// Whether two token hashes are equal, in time independent of where they
+/// differ.
+pub fn hashes_match(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.ct_eq(b))
 }
 
 /// A new registration token and its hash.
@@ -44,7 +51,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Checks the request's bearer token against `expected_hash`.
 pub fn require(headers: &HeaderMap, expected_hash: &[u8; 32]) -> Result<(), ApiError> {
     match bearer(headers) {
-        Some(t) if hash(t) == *expected_hash => Ok(()),
+        Some(t) if hashes_match(&hash(t), expected_hash) => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }
 }

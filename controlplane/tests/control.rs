@@ -504,7 +504,7 @@ async fn registration_heartbeat_expiry_and_reregistration() {
         StatusCode::CONFLICT
     );
     assert_eq!(
-        c.call(Method::POST, path, Some(&token), Some(register))
+        c.call(Method::POST, path, Some(&token), Some(register.clone()))
             .await
             .0,
         StatusCode::OK
@@ -512,6 +512,118 @@ async fn registration_heartbeat_expiry_and_reregistration() {
     assert_eq!(
         c.admin(Method::GET, "/v1/sessions/01ac8894", None).await.1["state"],
         "running"
+    );
+}
+
+#[tokio::test]
+async fn registration_says_nothing_about_unknown_sessions_and_pins_the_host_key() {
+    use reqwest::Method;
+    let c = Control::start(&env_on(&[]));
+    let (_, created) = c
+        .put_session("01ac8894", session_body(1, "alice", true))
+        .await;
+    let token = created["registrationToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let register = json!({ "endpoint": "127.0.0.1:2223", "hostKeyFingerprint": FP });
+
+    // An unknown session and a wrong token get the same answer, on both
+    // calls: the API is no oracle of which sessions exist.
+    let wrong_token = c
+        .call(
+            Method::POST,
+            "/v1/sessions/01ac8894/register",
+            Some("not-the-token"),
+            Some(register.clone()),
+        )
+        .await;
+    let unknown = c
+        .call(
+            Method::POST,
+            "/v1/sessions/0badf00d/register",
+            Some(&token),
+            Some(register.clone()),
+        )
+        .await;
+    assert_eq!(wrong_token.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown, wrong_token);
+    let hb_wrong = c
+        .call(
+            Method::POST,
+            "/v1/sessions/01ac8894/heartbeat",
+            Some("not-the-token"),
+            None,
+        )
+        .await;
+    let hb_unknown = c
+        .call(
+            Method::POST,
+            "/v1/sessions/0badf00d/heartbeat",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(hb_wrong.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(hb_unknown, hb_wrong);
+
+    // The first registration pins the host key; the endpoint may move, the
+    // key may not.
+    let path = "/v1/sessions/01ac8894/register";
+    assert_eq!(
+        c.call(Method::POST, path, Some(&token), Some(register))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let moved = json!({ "endpoint": "127.0.0.1:2224", "hostKeyFingerprint": FP });
+    assert_eq!(
+        c.call(Method::POST, path, Some(&token), Some(moved))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let other_fp = "SHA256:AAu6MAPGJpImFJ3raQzv6+NubCPy/92hqR+CVyMjKvM";
+    let hijack = json!({ "endpoint": "10.9.9.9:22", "hostKeyFingerprint": other_fp });
+    let (status, refused) = c
+        .call(Method::POST, path, Some(&token), Some(hijack.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pinned")),
+        "{refused}"
+    );
+    let (_, s) = c.admin(Method::GET, "/v1/sessions/01ac8894", None).await;
+    assert_eq!(
+        (s["endpoint"].as_str(), s["hostKeyFingerprint"].as_str()),
+        (Some("127.0.0.1:2224"), Some(FP)),
+        "a refused registration changes nothing"
+    );
+
+    // A new session start (a rotated token) unpins it; the old token is dead.
+    let (status, rotated) = c
+        .admin(
+            Method::PUT,
+            "/v1/sessions/01ac8894?rotateToken=true",
+            Some(session_body(1, "alice", true)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert_eq!(rotated["state"], "starting");
+    let new_token = rotated["registrationToken"].as_str().expect("new token");
+    assert_eq!(
+        c.call(Method::POST, path, Some(&token), Some(hijack.clone()))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.call(Method::POST, path, Some(new_token), Some(hijack))
+            .await
+            .0,
+        StatusCode::OK
     );
 }
 

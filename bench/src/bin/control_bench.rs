@@ -16,6 +16,10 @@
 //!    through the API, one at a time: for each, the time from sending the
 //!    request to the watcher receiving the change line (which includes the
 //!    durable SQLite commit), and the request's own latency.
+//! 4. `--writers` concurrent clients each create sessions through the API
+//!    (`PUT`, durable on answer) until `--concurrent-writes` are done:
+//!    throughput and per-request latency (group commit: concurrent writers
+//!    share a flush).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -49,6 +53,12 @@ struct Args {
     changes: u32,
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// Concurrent API clients of the write-throughput phase.
+    #[arg(long, default_value_t = 32)]
+    writers: u32,
+    /// Session creations of the write-throughput phase (0 skips it).
+    #[arg(long, default_value_t = 8_000)]
+    concurrent_writes: u32,
 }
 
 fn user(i: u32) -> UserName {
@@ -256,5 +266,48 @@ async fn main() -> Result<()> {
     }
     println!("change to watcher: {}", percentiles(&to_watcher));
     println!("API write (PUT, durable): {}", percentiles(&request));
+
+    // Concurrent writers.
+    if args.concurrent_writes > 0 {
+        let per_writer = args.concurrent_writes.div_ceil(args.writers.max(1));
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..args.writers {
+            let (http, base) = (http.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut h = Histogram::<u64>::new(3)?;
+                for i in 0..per_writer {
+                    // Ids above the filled range: every PUT creates.
+                    let id = SessionId::from_u32(0x8000_0000 | (w << 20) | i);
+                    let body = serde_json::json!({
+                        "workspaceId": 1, "owner": "user0", "members": ["user1"], "sshEnabled": true
+                    });
+                    let t = Instant::now();
+                    let resp = http
+                        .put(format!("{base}/v1/sessions/{id}"))
+                        .bearer_auth(ADMIN)
+                        .json(&body)
+                        .send()
+                        .await?;
+                    anyhow::ensure!(resp.status().is_success(), "PUT failed: {}", resp.status());
+                    h.record(t.elapsed().as_micros() as u64)?;
+                }
+                Ok::<_, anyhow::Error>(h)
+            }));
+        }
+        let mut all = Histogram::<u64>::new(3)?;
+        for task in tasks {
+            all.add(task.await??)?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "concurrent writes: {} writers, {} durable session creations in {:.2} s = {:.0}/s; latency {}",
+            args.writers,
+            all.len(),
+            secs,
+            all.len() as f64 / secs,
+            percentiles(&all)
+        );
+    }
     Ok(())
 }

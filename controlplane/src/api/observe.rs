@@ -16,11 +16,21 @@ pub async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Ready: the state is loaded and the store answered at start-up (the
-/// registry exists only then), and the revision is published.
+/// Ready: the state is loaded (the registry exists only then) and the
+/// store answers now; a replica whose database is down says so, and is
+/// ready again by itself once it answers.
 pub async fn readyz(State(app): State<App>) -> impl IntoResponse {
     let revision = app.registry.hub().state().revision;
-    (StatusCode::OK, format!("ready at revision {revision}\n"))
+    match app.registry.ping().await {
+        Ok(()) => (StatusCode::OK, format!("ready at revision {revision}\n")),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the database does not answer\n".to_owned(),
+            )
+        }
+    }
 }
 
 pub async fn metrics(State(app): State<App>) -> impl IntoResponse {

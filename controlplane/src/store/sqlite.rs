@@ -26,10 +26,10 @@
 //! cache, five runs): 1,000,000 key rows (a 243 MB file) load in 0.8-1.4 s,
 //! 100,000 sessions with three members each in 0.13-0.2 s.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -210,7 +210,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn overdue(&self, running: &[SessionId], timeout: Duration) -> Result<Vec<SessionId>, StoreError> {
+    fn overdue(
+        &self,
+        running: &[SessionId],
+        timeout: Duration,
+    ) -> Result<Vec<SessionId>, StoreError> {
         let now = Instant::now();
         let mut beats = self.lock_heartbeats();
         let mut seen = HashMap::with_capacity(running.len());
@@ -388,9 +392,21 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> Result<(), StoreError> {
         Op::PutSession(row) => {
             let s = &row.session;
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO sessions (id, workspace_id, owner, members, ssh_enabled, state,
+                // Activity only moves forward: the row may come from a
+                // replica that has not seen the latest report.
+                "INSERT INTO sessions (id, workspace_id, owner, members, ssh_enabled, state,
                      endpoint, host_key_fingerprint, token_hash, created_at_ms, last_activity_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (id) DO UPDATE SET workspace_id = excluded.workspace_id,
+                     owner = excluded.owner, members = excluded.members,
+                     ssh_enabled = excluded.ssh_enabled, state = excluded.state,
+                     endpoint = excluded.endpoint,
+                     host_key_fingerprint = excluded.host_key_fingerprint,
+                     token_hash = excluded.token_hash, created_at_ms = excluded.created_at_ms,
+                     last_activity_ms = CASE
+                         WHEN sessions.last_activity_ms IS NULL THEN excluded.last_activity_ms
+                         WHEN excluded.last_activity_ms IS NULL THEN sessions.last_activity_ms
+                         ELSE max(sessions.last_activity_ms, excluded.last_activity_ms) END",
             )?
             .execute(params![
                 s.id.to_string(),
